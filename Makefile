@@ -1,0 +1,39 @@
+# Two commands do everything (see README):  `make run`  and  `make test`.
+# Both create/refresh the virtual environment first (torch pinned and installed first).
+PYTHON ?= python3.11
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.motor-installed
+SHARED := $(shell [ -d ../shared/data ] && cd ../shared/data && pwd)
+# real data for tests/CI when the team's shared folder exists; otherwise data/ (or the synthetic default)
+export MOTOR_DATA ?= $(SHARED)
+DATASET ?= scientific
+BACKBONE ?= lightgcn
+
+.PHONY: env run test bench clean
+
+env: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (set PYTHON=python3.x)"; exit 1; }
+	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+run: $(STAMP)
+	@mkdir -p reports
+	$(VENV)/bin/papermill -k python3 --cwd notebooks notebooks/02_train.ipynb reports/02_train-$(DATASET)-$(BACKBONE).ipynb \
+		-p dataset $(DATASET) -p backbone $(BACKBONE)
+	@echo "executed notebook: reports/02_train-$(DATASET)-$(BACKBONE).ipynb"
+
+test: $(STAMP)
+	MOTOR_FAST=1 MOTOR_RUNS=$$(mktemp -d) MOTOR_CACHE=$$(mktemp -d) $(PY) -m pytest -q tests notebooks --nbval-lax -p no:cacheprovider
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_tokenizer.py
+	$(PY) benchmarks/bench_models.py
+
+clean:
+	rm -rf $(VENV) .cache .pytest_cache
