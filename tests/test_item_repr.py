@@ -1,0 +1,114 @@
+import numpy as np
+import pytest
+import torch
+
+from motor.item_repr import (CrossNetwork, IDEmbedding, TokenRepresentation, build_item_repr,
+                             item_parameter_fraction, second_order)
+
+
+def _ids(n=7, widths=(3, 4), k=5, seed=0):
+    rng = np.random.default_rng(seed)
+    return {m: rng.integers(0, k, size=(n, w)) for m, w in zip(("image", "text"), widths)}
+
+
+def _naive_cross(net: CrossNetwork, emb: torch.Tensor) -> torch.Tensor:
+    """Eqs. 5-8 written as loops over items and token pairs."""
+    out = []
+    w = net.w
+    for i in range(emb.shape[0]):
+        e = emb[i]
+        one = sum(w[x] * e[x] for x in range(e.shape[0]))
+        two = torch.zeros_like(one)
+        for x in range(e.shape[0]):
+            for y in range(x + 1, e.shape[0]):
+                two = two + w[x] * w[y] * e[x] * e[y]
+        h = e.reshape(-1)
+        for layer in net.mlp:
+            h = layer(h)
+        out.append(one + two + h)
+    return torch.stack(out)
+
+
+def _randomise(module):
+    with torch.no_grad():
+        for p in module.parameters():
+            p.normal_()
+
+
+@pytest.mark.parametrize("cross", ["ms", "ma"])
+def test_tcn_matches_naive_equations(cross):
+    torch.manual_seed(0)
+    ids = _ids()
+    rep = TokenRepresentation(ids, n_centroids=5, dim=6, cross=cross, hidden=(8,)).double()
+    _randomise(rep)
+    got = rep()
+    emb = rep.token_embeddings()
+    if cross == "ms":
+        want = _naive_cross(rep.nets[0], emb[:, :3]) + _naive_cross(rep.nets[1], emb[:, 3:])
+    else:
+        want = _naive_cross(rep.nets[0], emb)
+    assert got.shape == (7, 6)
+    torch.testing.assert_close(got, want, atol=1e-10, rtol=0)
+    # embeddings really are the rows of each position's own table
+    for p, (m, w) in enumerate([("image", 0), ("image", 1), ("image", 2), ("text", 0), ("text", 1), ("text", 2),
+                                ("text", 3)]):
+        torch.testing.assert_close(emb[:, p], rep.tables[p][torch.as_tensor(ids[m][:, w])])
+
+
+def test_second_order_identity():
+    x = torch.randn(5, 4, 3, dtype=torch.float64)
+    naive = sum(x[:, a] * x[:, b] for a in range(4) for b in range(a + 1, 4))
+    torch.testing.assert_close(second_order(x), naive, atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("cross", ["ms", "ma", "mean", "linear"])
+def test_gradients_reach_every_table_and_weight(cross):
+    ids = _ids(n=50, k=5)
+    rep = TokenRepresentation(ids, n_centroids=5, dim=4, cross=cross)
+    rep().pow(2).sum().backward()
+    used = torch.zeros(7, 5, dtype=torch.bool)
+    for p, col in enumerate(np.concatenate([ids["image"], ids["text"]], 1).T):
+        used[p, col] = True
+    grad_rows = rep.tables.grad.abs().sum(-1) > 0
+    assert torch.equal(grad_rows, used)  # every used token row gets a gradient, unused ones none
+    if cross in ("ms", "ma"):
+        for net in rep.nets:
+            assert net.w.grad is not None and (net.w.grad != 0).all()
+
+
+def test_shapes_of_ablations_and_subsets():
+    ids = _ids()
+    assert TokenRepresentation(ids, 5, 6, cross="mean")().shape == (7, 6)
+    assert TokenRepresentation(ids, 5, 6, cross="linear")().shape == (7, 6)
+    only_text = TokenRepresentation(ids, 5, 6, cross="ms", modalities=["text"])
+    assert only_text.widths == [4] and only_text().shape == (7, 6)
+    assert only_text(torch.tensor([0, 3])).shape == (2, 6)
+    torch.testing.assert_close(only_text(torch.tensor([3])), only_text()[3:4])
+    mean = TokenRepresentation(ids, 5, 6, cross="mean")
+    torch.testing.assert_close(mean(), mean.token_embeddings().mean(1))
+    with pytest.raises(KeyError):
+        TokenRepresentation(ids, 5, 6, modalities=["audio"])
+    with pytest.raises(ValueError, match="n_centroids"):
+        TokenRepresentation(ids, 3, 6)
+
+
+def test_same_seed_same_output():
+    ids = _ids()
+    torch.manual_seed(3)
+    a = TokenRepresentation(ids, 5, 6)()
+    torch.manual_seed(3)
+    b = TokenRepresentation(ids, 5, 6)()
+    assert torch.equal(a, b)
+
+
+def test_parameter_accounting():
+    ids = {"image": np.zeros((10_000, 4), int), "text": np.zeros((10_000, 4), int)}
+    rep = build_item_repr("ms", 10_000, 64, token_ids=ids, n_centroids=256)
+    tables = 8 * 256 * 64
+    nets = 2 * (4 + 4 * 64 * 64 + 64)
+    assert rep.n_parameters() == tables + nets
+    assert item_parameter_fraction(rep, 10_000, 64) == pytest.approx((tables + nets) / 640_000)
+    idm = build_item_repr("id", 10_000, 64)
+    assert isinstance(idm, IDEmbedding) and idm.n_parameters() == 640_000
+    with pytest.raises(ValueError, match="token_ids"):
+        build_item_repr("ms", 10, 64)
