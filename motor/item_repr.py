@@ -125,9 +125,17 @@ class TokenRepresentation(nn.Module):
     def token_embeddings(self, index: torch.Tensor | None = None) -> torch.Tensor:
         """(n, P, d) token embeddings of the items in ``index`` (all items if None)."""
         ids = self.flat_ids if index is None else self.flat_ids[index]
-        return self.tables.view(-1, self.dim)[ids]
+        return torch.nn.functional.embedding(ids, self.tables.view(-1, self.dim))
 
     def forward(self, index: torch.Tensor | None = None) -> torch.Tensor:
+        if index is not None and index.numel() > 64:
+            # batches repeat items (popular ones often): run the cross network once per distinct item
+            uniq, inverse = torch.unique(index, return_inverse=True)
+            if len(uniq) < index.numel():
+                return self._represent(uniq)[inverse]
+        return self._represent(index)
+
+    def _represent(self, index: torch.Tensor | None) -> torch.Tensor:
         emb = self.token_embeddings(index)
         if self.cross == "ms":
             parts = torch.split(emb, self.widths, dim=1)

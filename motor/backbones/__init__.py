@@ -1,0 +1,26 @@
+"""Backbones and their registry: ``build(name, dataset, item_repr, **hparams)``."""
+from __future__ import annotations
+
+from .base import Backbone
+from .bpr import BPR
+from .layergcn import LayerGCN
+from .lightgcn import LightGCN
+from .pop import Pop
+from .vbpr import VBPR
+
+REGISTRY: dict[str, type[Backbone]] = {
+    "bpr": BPR,
+    "lightgcn": LightGCN,
+    "layergcn": LayerGCN,
+    "vbpr": VBPR,
+}
+BASELINES = {"pop": Pop}
+
+
+def build(name: str, dataset, item_repr, **hparams) -> Backbone:
+    """Instantiate backbone ``name`` (case-insensitive) for ``dataset`` around ``item_repr``."""
+    key = name.lower()
+    cls = REGISTRY.get(key) or BASELINES.get(key)
+    if cls is None:
+        raise KeyError(f"unknown backbone {name!r}; available: {sorted(REGISTRY) + sorted(BASELINES)}")
+    return cls(dataset, item_repr, **hparams)

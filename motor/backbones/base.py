@@ -1,0 +1,76 @@
+"""The backbone contract: a model computes its loss for a batch and scores all items for a batch of users.
+
+Every backbone takes its item representation (``IDEmbedding`` or ``TokenRepresentation``) as an argument and only
+ever calls ``self.item_repr()`` / ``self.item_repr(index)``: no backbone knows whether it is ID-free.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class Backbone(nn.Module):
+    """Subclasses implement :meth:`embeddings` (final user and item matrices) and :meth:`loss`.
+
+    ``score(users)`` = dot products with every item; inside ``with model.evaluating():`` the (possibly graph-
+    propagated) embeddings are computed once per evaluation pass and reused for every user batch.
+    """
+
+    needs_negatives = True
+    trainable = True
+
+    def __init__(self, n_users: int, n_items: int, item_repr: nn.Module, dim: int = 64):
+        super().__init__()
+        self.n_users, self.n_items, self.dim = n_users, n_items, dim
+        self.item_repr = item_repr
+        self._eval_cache: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    # --- to implement -------------------------------------------------------------------------------------
+    def embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Final (n_users, d') user and (n_items, d') item representations; y_ui = h_u . h_i (eq. 11)."""
+        raise NotImplementedError
+
+    def loss(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    # --- shared -------------------------------------------------------------------------------------------
+    def on_epoch_start(self, generator: torch.Generator) -> None:
+        """Hook for per-epoch randomness (e.g. edge dropout); draws only from ``generator``."""
+
+    @contextmanager
+    def evaluating(self):
+        """Eval mode with embeddings computed once for the whole pass."""
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                self._eval_cache = self.embeddings()
+                yield self
+        finally:
+            self._eval_cache = None
+            self.train(was_training)
+
+    @torch.no_grad()
+    def score(self, users: torch.Tensor) -> torch.Tensor:
+        """(len(users), n_items) preference scores."""
+        u, i = self._eval_cache if self._eval_cache is not None else self.embeddings()
+        return u[users] @ i.T
+
+    def item_parameters(self) -> int:
+        return sum(p.numel() for p in self.item_repr.parameters())
+
+    def n_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+
+def bpr_loss(pos_scores: torch.Tensor, neg_scores: torch.Tensor) -> torch.Tensor:
+    """-mean log sigmoid(y_ui - y_uj) (Rendle et al. 2009)."""
+    return -F.logsigmoid(pos_scores - neg_scores).mean()
+
+
+def l2_reg(*tensors: torch.Tensor) -> torch.Tensor:
+    """Sum of squared L2 norms divided by the batch size (MMRec's EmbLoss convention)."""
+    return sum(t.pow(2).sum() for t in tensors) / tensors[0].shape[0]

@@ -1,0 +1,25 @@
+"""BPR-MF — Rendle et al., "BPR: Bayesian Personalized Ranking from Implicit Feedback", UAI 2009.
+
+y_ui = e_u . r_i with r_i from the item representation; loss = BPR + reg * (|e_u|^2 + |r_i|^2 + |r_j|^2) / B.
+Defaults (MMRec): dim 64, reg_weight 1e-4.
+"""
+import torch
+from torch import nn
+
+from .base import Backbone, bpr_loss, l2_reg
+
+
+class BPR(Backbone):
+    def __init__(self, dataset, item_repr: nn.Module, dim: int = 64, reg_weight: float = 1e-4):
+        super().__init__(dataset.n_users, dataset.n_items, item_repr, dim)
+        self.user_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(dataset.n_users, dim)))
+        self.reg_weight = reg_weight
+
+    def embeddings(self):
+        return self.user_emb, self.item_repr()
+
+    def loss(self, users, pos, neg):
+        u = self.user_emb[users]
+        items = self.item_repr(torch.cat([pos, neg]))  # only the rows this batch needs
+        ip, ineg = items[: len(pos)], items[len(pos):]
+        return bpr_loss((u * ip).sum(1), (u * ineg).sum(1)) + self.reg_weight * l2_reg(u, ip, ineg)

@@ -1,0 +1,16 @@
+"""How backbones read the dataset's modality features (data, not model code)."""
+import numpy as np
+import torch
+
+
+def modality_features(dataset, modalities=None) -> dict[str, torch.Tensor]:
+    """{modality: float32 tensor (n_items, d_m)}, in sorted modality order."""
+    mods = modalities or dataset.modalities
+    if not mods:
+        raise ValueError(f"dataset {dataset.name!r} has no modality features; this backbone needs them")
+    return {m: torch.as_tensor(np.ascontiguousarray(dataset.features[m]), dtype=torch.float32) for m in mods}
+
+
+def stacked_features(dataset, modalities=None) -> torch.Tensor:
+    """Concatenation of all modality features, (n_items, sum d_m)."""
+    return torch.cat(list(modality_features(dataset, modalities).values()), dim=1)

@@ -1,0 +1,34 @@
+"""VBPR — He & McAuley, "VBPR: Visual Bayesian Personalized Ranking from Implicit Feedback", AAAI 2016.
+
+Item vector = [r_i || W f_i] where r_i comes from the item representation and f_i = concat of the item's modality
+features (text, image, ...); the user vector is twice as wide ([gamma_u || theta_u]), as in MMRec. BPR loss + L2.
+Defaults (MMRec): dim 64 (item representation) + 64 (content projection), reg_weight 1e-4.
+"""
+import torch
+from torch import nn
+
+from .base import Backbone, bpr_loss, l2_reg
+from .features import stacked_features
+
+
+class VBPR(Backbone):
+    def __init__(self, dataset, item_repr: nn.Module, dim: int = 64, reg_weight: float = 1e-4):
+        super().__init__(dataset.n_users, dataset.n_items, item_repr, dim)
+        self.user_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(dataset.n_users, 2 * dim)))
+        self.register_buffer("features", stacked_features(dataset), persistent=False)
+        self.proj = nn.Linear(self.features.shape[1], dim)
+        nn.init.xavier_uniform_(self.proj.weight)
+        self.reg_weight = reg_weight
+
+    def items(self, index=None):
+        f = self.features if index is None else self.features[index]
+        return torch.cat([self.item_repr(index), self.proj(f)], dim=1)
+
+    def embeddings(self):
+        return self.user_emb, self.items()
+
+    def loss(self, users, pos, neg):
+        u = self.user_emb[users]
+        items = self.items(torch.cat([pos, neg]))
+        ip, ineg = items[: len(pos)], items[len(pos):]
+        return bpr_loss((u * ip).sum(1), (u * ineg).sum(1)) + self.reg_weight * l2_reg(u, ip, ineg)

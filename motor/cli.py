@@ -1,0 +1,66 @@
+"""Command line: ``python -m motor train ...`` (one run), ``python -m motor runs`` (registry), ``info``."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="motor", description="MOTOR workbench")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("train", help="train and evaluate one configuration; saved in the run registry")
+    t.add_argument("--dataset", default="scientific")
+    t.add_argument("--split", default="random", choices=["given", "random", "loo", "cold_item"])
+    t.add_argument("--split-seed", type=int, default=0)
+    t.add_argument("--backbone", default="lightgcn")
+    t.add_argument("--item-repr", default="ms", choices=["id", "ms", "ma", "mean", "linear"])
+    t.add_argument("--modalities", nargs="*", default=None)
+    t.add_argument("--n-tokens", type=int, default=4)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--epochs", type=int, default=300)
+    t.add_argument("--patience", type=int, default=20)
+    t.add_argument("--device", default="cpu")
+    t.add_argument("--reuse", action="store_true", help="return the saved run if this config already ran")
+    t.add_argument("--json", action="store_true", help="print the result as JSON")
+    r = sub.add_parser("runs", help="list saved runs")
+    r.add_argument("--metric", default="recall@20")
+    i = sub.add_parser("info", help="load a dataset and print its summary")
+    i.add_argument("dataset")
+    args = p.parse_args(argv)
+
+    if args.cmd == "train":
+        from .experiment import resolve_dataset_name, run
+
+        res = run(dataset=resolve_dataset_name(args.dataset), split=args.split, split_seed=args.split_seed,
+                  backbone=args.backbone, item_repr=args.item_repr, modalities=args.modalities,
+                  n_tokens=args.n_tokens, seed=args.seed, epochs=args.epochs, patience=args.patience,
+                  device=args.device, reuse=args.reuse, progress=sys.stderr.isatty(), keep_model=False)
+        if args.json:
+            print(json.dumps({"run_id": res.run_id, "valid": res.valid, "test": res.test, "params": res.params,
+                              "timings": res.timings}, indent=1))
+        else:
+            print(f"run {res.run_id}  (best epoch {res.best_epoch}, {res.stopped})")
+            print(res.summary().round(4).to_string())
+        return 0
+    if args.cmd == "runs":
+        from .analysis import compare_table
+        from .runs import load
+
+        df = load()
+        if df.empty:
+            print("no runs saved yet")
+            return 0
+        m, k = args.metric.split("@")
+        print(compare_table(df, metric=m, k=int(k)).to_string())
+        return 0
+    if args.cmd == "info":
+        from .experiment import get_dataset
+
+        print(repr(get_dataset(args.dataset, "given")))
+        return 0
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

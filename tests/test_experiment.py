@@ -1,0 +1,67 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import motor
+from motor import analysis, runs
+from motor.experiment import RunConfig, resolve_dataset_name, run
+
+
+def test_run_saves_and_registry_loads(tmp_path, monkeypatch):
+    monkeypatch.setenv("MOTOR_RUNS", str(tmp_path / "runs"))
+    a = run(dataset="synthetic", backbone="lightgcn", item_repr="id", epochs=3, progress=False, save_vectors=True)
+    b = run(dataset="synthetic", backbone="lightgcn", item_repr="ms", n_tokens=2, epochs=3, progress=False)
+    assert set(a.valid) >= {"recall@10", "recall@20", "ndcg@10", "ndcg@20"}
+    assert a.params["item"] == motor.synthetic().n_items * 64
+    assert b.params["item_fraction"] < 1.0 or b.params["item"] > 0
+    df = runs.load()
+    assert set(df.run_id) == {a.run_id, b.run_id}
+    r20 = analysis.metric_frame(df, "recall", 20)
+    assert sorted(r20.value) == sorted([a.test["recall@20"], b.test["recall@20"]])
+    assert {"0-5", ">50"} <= set(df[df.bucket != "all"].bucket)
+    table = analysis.compare_table(df)
+    assert table.set_index("item_repr").loc["id", "improvement_%"] == 0
+    sig = analysis.significance_table(df)
+    assert len(sig) == 1 and 0 <= sig.t_pvalue.iloc[0] <= 1
+    saved = runs.read(a.run_id)
+    assert saved["item_vectors"].shape == (500, 64)
+    assert not list((tmp_path / "runs").rglob("*.tmp"))
+    # reuse returns the registry copy without training
+    again = run(dataset="synthetic", backbone="lightgcn", item_repr="id", epochs=3, progress=False, reuse=True)
+    assert again.model is None and again.test == a.test
+
+
+def test_same_config_same_numbers():
+    kw = dict(dataset="synthetic", backbone="bpr", item_repr="ma", n_tokens=2, epochs=2, progress=False, save=False)
+    assert run(**kw).test == run(**kw).test
+
+
+def test_run_id_depends_on_config():
+    assert RunConfig(seed=0).run_id() != RunConfig(seed=1).run_id()
+    assert RunConfig(device="cpu").run_id() == RunConfig(device="cuda").run_id()
+
+
+def test_missing_dataset_falls_back_to_synthetic(capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("MOTOR_DATA", str(tmp_path))
+    assert resolve_dataset_name("scientific") == "synthetic"
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and "synthetic" in out
+
+
+def test_cli_train_json(tmp_path):
+    env = {"MOTOR_RUNS": str(tmp_path), "PATH": "", "MOTOR_DATA": str(tmp_path)}
+    import os
+
+    env = {**os.environ, **env}
+    out = subprocess.run([sys.executable, "-m", "motor", "train", "--dataset", "synthetic", "--backbone", "bpr",
+                          "--item-repr", "ms", "--n-tokens", "2", "--epochs", "2", "--json"],
+                         capture_output=True, text=True, env=env, check=True)
+    res = json.loads(out.stdout)
+    assert 0 <= res["test"]["recall@20"] <= 1
+    listing = subprocess.run([sys.executable, "-m", "motor", "runs"], capture_output=True, text=True, env=env,
+                             check=True)
+    assert "bpr" in listing.stdout
