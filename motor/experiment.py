@@ -157,3 +157,19 @@ def from_registry(run_id: str) -> RunResult:
 
 def _jsonable(obj):
     return json.loads(json.dumps(obj, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
+
+
+def fast_mode(value: bool | None = None) -> bool:
+    """Notebook ``fast`` flag: an explicit value wins, else ``$MOTOR_FAST`` (CI sets it to 1)."""
+    import os
+
+    if value is not None:
+        return bool(value)
+    return os.environ.get("MOTOR_FAST", "0").lower() in ("1", "true", "yes")
+
+
+def notebook_setup() -> None:
+    """Plotly renderer that works in JupyterLab, in papermill/nbval outputs and in exported HTML."""
+    import plotly.io as pio
+
+    pio.renderers.default = "plotly_mimetype+notebook_connected"
