@@ -84,14 +84,19 @@ def vector_neighbours(vectors: np.ndarray, item: int, top: int = 5) -> pd.DataFr
 
 
 def search_items(item_text: list[str] | None, query: str, limit: int = 20) -> list[int]:
-    """Item ids whose text contains every word of ``query`` (case-insensitive); an integer query is an item id."""
+    """Item ids whose text contains ``query`` as a phrase, else every word of it (case-insensitive); an integer
+    query is an item id."""
     q = query.strip()
     if q.isdigit():
         return [int(q)]
     if not item_text or not q:
         return []
+    low = [t.lower() for t in item_text]
+    phrase = [i for i, t in enumerate(low) if q.lower() in t]
+    if phrase:
+        return phrase[:limit]
     words = q.lower().split()
-    return [i for i, t in enumerate(item_text) if all(w in t.lower() for w in words)][:limit]
+    return [i for i, t in enumerate(low) if all(w in t for w in words)][:limit]
 
 
 def umap_2d(vectors: np.ndarray, seed: int = 0, n_neighbors: int = 15, max_points: int | None = None) -> np.ndarray:
