@@ -10,7 +10,7 @@ export MOTOR_DATA ?= $(SHARED)
 DATASET ?= scientific
 BACKBONE ?= lightgcn
 
-.PHONY: env run test bench clean
+.PHONY: env run test bench clean reports
 
 env: $(STAMP)
 
@@ -37,3 +37,13 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache
+
+# Full-mode executed notebooks for the reports (long: reuses the run registry, trains what it lacks).
+REPORT_DATASETS ?= scientific ml100k
+NOTEBOOKS := $(sort $(wildcard notebooks/0*.ipynb))
+reports: $(STAMP)
+	@for d in $(REPORT_DATASETS); do mkdir -p reports/$$d; for nb in $(NOTEBOOKS); do \
+		out=reports/$$d/$$(basename $$nb); \
+		$(VENV)/bin/papermill -k python3 --cwd notebooks $$nb $$out -p dataset $$d -p fast False || exit 1; \
+		$(VENV)/bin/jupyter nbconvert --to html $$out --output-dir reports/$$d >/dev/null || exit 1; \
+	done; done

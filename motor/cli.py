@@ -23,6 +23,13 @@ def main(argv=None) -> int:
     t.add_argument("--device", default="cpu")
     t.add_argument("--reuse", action="store_true", help="return the saved run if this config already ran")
     t.add_argument("--json", action="store_true", help="print the result as JSON")
+    c = sub.add_parser("compare", help="run (or reuse) a grid and print test mean ± std and improvement over id")
+    c.add_argument("--datasets", nargs="+", default=["scientific"])
+    c.add_argument("--backbones", nargs="+", default=None, help="default: all registered backbones")
+    c.add_argument("--item-reprs", nargs="+", default=["id", "ms", "ma"])
+    c.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    c.add_argument("--epochs", type=int, default=300)
+    c.add_argument("--device", default="cpu")
     r = sub.add_parser("runs", help="list saved runs")
     r.add_argument("--metric", default="recall@20")
     i = sub.add_parser("info", help="load a dataset and print its summary")
@@ -42,6 +49,32 @@ def main(argv=None) -> int:
         else:
             print(f"run {res.run_id}  (best epoch {res.best_epoch}, {res.stopped})")
             print(res.summary().round(4).to_string())
+        return 0
+    if args.cmd == "compare":
+        from .analysis import compare_table, mean_std_pivot
+        from .backbones import REGISTRY
+        from .experiment import resolve_dataset_name, run
+        from .runs import load
+
+        done = set()
+        for name in args.datasets:
+            ds_name = resolve_dataset_name(name)
+            for bb in args.backbones or list(REGISTRY):
+                for kind in args.item_reprs:
+                    for seed in args.seeds:
+                        res = run(dataset=ds_name, backbone=bb, item_repr=kind, seed=seed, epochs=args.epochs,
+                                  device=args.device, reuse=True, keep_model=False, progress=False)
+                        done.add(res.run_id)
+                        print(f"{res.run_id}: test recall@20 {res.test['recall@20']:.4f} "
+                              f"(best epoch {res.best_epoch})", flush=True)
+        df = load()
+        df = df[df.run_id.isin(done)]
+        for m in ("recall", "ndcg"):
+            t = compare_table(df, m, 20)
+            print(f"\n== test {m}@20, mean ± std over seeds ==")
+            print(mean_std_pivot(t).to_string())
+            print(t.pivot_table(index=["dataset", "backbone"], columns="item_repr", values="improvement_%")
+                  .round(1).to_string())
         return 0
     if args.cmd == "runs":
         from .analysis import compare_table

@@ -1,0 +1,109 @@
+"""Seconds per training epoch and per full evaluation, and peak memory, for each backbone x {id, ms}.
+
+Datasets: `ml100k` (real, from $MOTOR_DATA) and a synthetic Baby-scale dataset (19,445 users, 7,050 items,
+160k interactions; 384-d text, 4096-d image features). Each configuration runs in its own process so the peak
+RSS is its own. Batch 2048, one negative, embedding 64 (MMRec's settings). MMRec reference timings on this
+machine (from the issues) are printed with the speed-up.
+
+    python benchmarks/bench_models.py [--datasets ml100k baby] [--backbones lightgcn vbpr] [--epochs 3]
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import THREADS, header  # noqa: E402
+
+# MMRec on this 2-core machine: (seconds per epoch, seconds per evaluation)
+MMREC = {("lightgcn", "ml100k"): (0.95, 0.16), ("lightgcn", "baby"): (3.2, 4.5),
+         ("freedom", "ml100k"): (2.3, None), ("freedom", "baby"): (37.0, None), ("bm3", "ml100k"): (2.5, None)}
+
+
+def child(backbone: str, kind: str, dataset: str, epochs: int) -> dict:
+    import resource
+
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(THREADS)
+    import motor
+    from motor.backbones import build
+    from motor.evaluate import evaluate
+    from motor.item_repr import build_item_repr
+    from motor.synthetic import baby_scale
+    from motor.tokenizer import n_centroids_of
+    from motor.train import sample_negatives, train_keys
+
+    ds = baby_scale() if dataset == "baby" else motor.load(dataset)
+    tok = motor.tokenize(ds, 4) if kind != "id" else None
+    torch.manual_seed(0)
+    rep = build_item_repr(kind, ds.n_items, 64, token_ids=tok,
+                          n_centroids=n_centroids_of(tok) if tok else 256)
+    model = build(backbone, ds, rep)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    coo = ds.train.tocoo()
+    users, items = coo.row.astype(np.int64), coo.col.astype(np.int64)
+    keys, rng, gen = train_keys(ds.train), np.random.default_rng(0), torch.Generator().manual_seed(0)
+    epoch_times = []
+    for _ in range(epochs + 1):  # the first epoch is a warm-up
+        t = time.perf_counter()
+        model.train()
+        model.on_epoch_start(gen)
+        perm = rng.permutation(len(users))
+        u, p = torch.from_numpy(users[perm]), torch.from_numpy(items[perm])
+        n = torch.from_numpy(sample_negatives(users[perm], ds.n_items, keys, rng))
+        for s in range(0, len(u), 2048):
+            loss = model.loss(u[s:s + 2048], p[s:s + 2048], n[s:s + 2048])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        epoch_times.append(time.perf_counter() - t)
+    eval_times = [evaluate(model, ds, "valid", buckets=None).seconds for _ in range(3)]
+    return {"epoch_s": float(np.median(epoch_times[1:])), "eval_s": float(np.median(eval_times)),
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--datasets", nargs="*", default=["ml100k", "baby"])
+    ap.add_argument("--backbones", nargs="*", default=None)
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--child", nargs=3, default=None)
+    a = ap.parse_args()
+    if a.child:
+        print(json.dumps(child(*a.child, a.epochs)))
+        return
+    header("model benchmark: seconds per epoch / per full evaluation, peak RSS")
+    from motor.backbones import REGISTRY
+
+    backbones = a.backbones or list(REGISTRY)
+    print(f"{'dataset':<8} {'backbone':<9} {'repr':<4} {'s/epoch':>8} {'s/eval':>7} {'peak MB':>8}   "
+          "vs MMRec (epoch, eval) | ms/id epoch")
+    for dataset in a.datasets:
+        for bb in backbones:
+            id_epoch = None
+            for kind in ("id", "ms"):
+                out = subprocess.run([sys.executable, __file__, "--child", bb, kind, dataset, "--epochs",
+                                      str(a.epochs)], capture_output=True, text=True, env=os.environ)
+                if out.returncode:
+                    print(f"{dataset:<8} {bb:<9} {kind:<4} FAILED: {out.stderr.strip().splitlines()[-1]}")
+                    continue
+                r = json.loads(out.stdout.strip().splitlines()[-1])
+                ref = MMREC.get((bb, dataset))
+                note = ""
+                if ref:
+                    note = f"{ref[0] / r['epoch_s']:5.1f}x" + (f", {ref[1] / r['eval_s']:5.1f}x" if ref[1] else "")
+                if kind == "id":
+                    id_epoch = r["epoch_s"]
+                elif id_epoch:
+                    note += f" | {r['epoch_s'] / id_epoch:.2f}x"
+                print(f"{dataset:<8} {bb:<9} {kind:<4} {r['epoch_s']:8.3f} {r['eval_s']:7.3f} {r['peak_rss_mb']:8.0f}   "
+                      f"{note}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
