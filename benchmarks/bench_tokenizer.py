@@ -15,7 +15,7 @@ import numpy as np  # noqa: E402
 import motor  # noqa: E402
 from motor.tokenizer import PQTokenizer  # noqa: E402
 
-FAISS_DEFAULTS = dict(opq_iter=50, opq_pq_iter=4, opq_pq_iter0=40, pq_iter=25, max_train=65_536)
+FAISS_DEFAULTS = dict(init="random", opq_iter=50, opq_pq_iter=4, opq_pq_iter0=40, pq_iter=25, max_train=65_536)
 
 
 def measure(x, **params):

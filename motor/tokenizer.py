@@ -28,7 +28,7 @@ import pandas as pd  # noqa: E402
 
 from .cache import cache_dir, content_key, load_npz, save_npz  # noqa: E402
 
-TOKENIZER_VERSION = 1  # bump when the algorithm changes: invalidates every cache entry
+TOKENIZER_VERSION = 2  # bump when the algorithm changes: invalidates every cache entry
 
 
 @dataclass
@@ -36,15 +36,18 @@ class PQTokenizer:
     """OPQ + PQ for one modality. ``fit`` then ``encode`` (any rows, including unseen items).
 
     Parameters: ``n_tokens`` D (sub-spaces), ``n_centroids`` K (power of two, <= 256), ``opq`` (learn a rotation;
-    False = plain PQ on the first d_out dims), ``opq_iter``/``opq_pq_iter``/``opq_pq_iter0`` (faiss defaults:
-    50/4/40; ours 5/4/10), ``pq_iter`` (k-means iterations of the final codebooks, faiss default 25),
+    False = plain PQ on the first d_out dims), ``init`` (``"pca"``: start OPQ from the top-d_out principal axes
+    dealt round-robin to the sub-spaces so each gets a balanced share of variance; ``"random"``: faiss's random
+    rotation), ``opq_iter``/``opq_pq_iter``/``opq_pq_iter0`` (faiss defaults: random init, 50/4/40; ours PCA init,
+    3/4/10), ``pq_iter`` (k-means iterations of the final codebooks, faiss default 25),
     ``max_train`` (training sample size; faiss default 65,536), ``max_dim`` (cap of the OPQ output dim), ``seed``.
     """
 
     n_tokens: int = 4
     n_centroids: int = 256
     opq: bool = True
-    opq_iter: int = 5
+    init: str = "pca"
+    opq_iter: int = 3
     opq_pq_iter: int = 4
     opq_pq_iter0: int = 10
     pq_iter: int = 25
@@ -86,6 +89,10 @@ class PQTokenizer:
             opq.niter, opq.niter_pq, opq.niter_pq_0 = self.opq_iter, self.opq_pq_iter, self.opq_pq_iter0
             opq.max_train_points = len(sample)
             opq.pq = _new_pq(d_out, self.n_tokens, nbits, self.opq_pq_iter0, self.seed)
+            if self.init == "pca":
+                faiss.copy_array_to_vector(_balanced_pca(sample, d_out, self.n_tokens, self.seed).ravel(), opq.A)
+            elif self.init != "random":
+                raise ValueError(f"init must be 'pca' or 'random', got {self.init!r}")
             opq.train(sample)
             rotation = faiss.vector_to_array(opq.A).reshape(d_out, d)
         else:
@@ -133,6 +140,24 @@ class PQTokenizer:
             raise RuntimeError("tokenizer is not fitted: call fit(features) first")
         if x.ndim != 2 or x.shape[1] != self.rotation.shape[1]:
             raise ValueError(f"expected features of shape (n, {self.rotation.shape[1]}), got {x.shape}")
+
+
+def _balanced_pca(x: np.ndarray, d_out: int, n_sub: int, seed: int) -> np.ndarray:
+    """(d_out, d_in) orthonormal rows: the top-d_out principal axes, dealt round-robin to the ``n_sub`` sub-spaces
+    (sub-space s gets components s, s + n_sub, ...) so that every sub-space holds a similar share of variance."""
+    import torch
+
+    xc = torch.from_numpy(x - x.mean(0, keepdims=True))
+    if x.shape[1] <= 1024:
+        _, vecs = torch.linalg.eigh(xc.T @ xc)
+        axes = vecs.flip(1)[:, :d_out]
+    else:  # randomized SVD: never a d_in x d_in eigen-decomposition for 4096-d features
+        with torch.random.fork_rng(devices=[]):  # seeded, without touching the caller's global RNG
+            torch.manual_seed(seed)
+            _, _, v = torch.svd_lowrank(xc, q=min(d_out + 16, min(x.shape)), niter=3)
+        axes = v[:, :d_out]
+    order = np.concatenate([np.arange(s, d_out, n_sub) for s in range(n_sub)])
+    return np.ascontiguousarray(axes[:, order].T.numpy(), dtype=np.float32)
 
 
 def _as_f32(x: np.ndarray) -> np.ndarray:
