@@ -105,3 +105,18 @@ def umap_2d(vectors: np.ndarray, seed: int = 0, n_neighbors: int = 15, max_point
 
     x = vectors if max_points is None else vectors[:max_points]
     return umap.UMAP(n_neighbors=n_neighbors, metric="cosine", random_state=seed).fit_transform(x)
+
+
+def results_markdown(df: pd.DataFrame, k: int = 20, baseline: str = "id") -> str:
+    """Markdown table: per (dataset, backbone, item_repr) test Recall@k and NDCG@k as mean ± std (n seeds) and the
+    Recall improvement over ``baseline`` in %. Built from the registry, so the numbers are the registry's."""
+    rec, ndcg = compare_table(df, "recall", k), compare_table(df, "ndcg", k)
+    t = rec.merge(ndcg, on=["dataset", "backbone", "item_repr"], suffixes=("_r", "_n"))
+    t = t.rename(columns={"improvement_%_r": "imp"})
+    lines = [f"| dataset | backbone | item repr | Recall@{k} | NDCG@{k} | seeds | Recall vs {baseline} |",
+             "|---|---|---|---|---|---|---|"]
+    for r in t.itertuples():
+        imp = "—" if r.item_repr == baseline or pd.isna(r.imp) else f"{r.imp:+.1f} %"
+        lines.append(f"| {r.dataset} | {r.backbone} | {r.item_repr} | {r.mean_r:.4f} ± {0 if pd.isna(r.std_r) else r.std_r:.4f} "
+                     f"| {r.mean_n:.4f} ± {0 if pd.isna(r.std_n) else r.std_n:.4f} | {r.count_r} | {imp} |")
+    return "\n".join(lines)

@@ -30,6 +30,7 @@ def main(argv=None) -> int:
     c.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     c.add_argument("--epochs", type=int, default=300)
     c.add_argument("--device", default="cpu")
+    c.add_argument("--markdown", default=None, help="also write the table as markdown to this file")
     r = sub.add_parser("runs", help="list saved runs")
     r.add_argument("--metric", default="recall@20")
     i = sub.add_parser("info", help="load a dataset and print its summary")
@@ -75,6 +76,13 @@ def main(argv=None) -> int:
             print(mean_std_pivot(t).to_string())
             print(t.pivot_table(index=["dataset", "backbone"], columns="item_repr", values="improvement_%")
                   .round(1).to_string())
+        if args.markdown:
+            from pathlib import Path
+
+            from .analysis import results_markdown
+            from .cache import atomic_write_text
+
+            atomic_write_text(Path(args.markdown), results_markdown(df) + "\n")
         return 0
     if args.cmd == "runs":
         from .analysis import compare_table
