@@ -119,3 +119,15 @@ def test_backbones_learn_and_beat_popularity(backbone):
         assert res.best_valid["recall@20"] > pop, (backbone, kind, res.best_valid["recall@20"], pop)
         u, i = model.embeddings()
         assert u.shape[0] == ds.n_users and i.shape[0] == ds.n_items
+
+
+def test_spmm_matches_dense_in_value_and_gradient():
+    from motor.backbones.graph import knn_graph, spmm
+
+    a = knn_graph(np.random.default_rng(0).normal(size=(30, 5)), k=4)  # not symmetric
+    x = torch.randn(30, 3, dtype=torch.float32, requires_grad=True)
+    y = spmm(a, x)
+    (y * torch.arange(90.0).view(30, 3)).sum().backward()
+    dense = a.to_dense()
+    torch.testing.assert_close(y, dense @ x)
+    torch.testing.assert_close(x.grad, dense.T @ torch.arange(90.0).view(30, 3))

@@ -2,10 +2,15 @@
 from __future__ import annotations
 
 from .base import Backbone
+from .bm3 import BM3
 from .bpr import BPR
+from .freedom import FREEDOM
+from .grcn import GRCN
 from .layergcn import LayerGCN
 from .lightgcn import LightGCN
+from .mgcn import MGCN
 from .pop import Pop
+from .slmrec import SLMRec
 from .vbpr import VBPR
 
 REGISTRY: dict[str, type[Backbone]] = {
@@ -13,6 +18,11 @@ REGISTRY: dict[str, type[Backbone]] = {
     "lightgcn": LightGCN,
     "layergcn": LayerGCN,
     "vbpr": VBPR,
+    "grcn": GRCN,
+    "slmrec": SLMRec,
+    "bm3": BM3,
+    "freedom": FREEDOM,
+    "mgcn": MGCN,
 }
 BASELINES = {"pop": Pop}
 

@@ -10,6 +10,8 @@
 """
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 import scipy.sparse as sp
 import torch
@@ -58,11 +60,48 @@ def degree_sensitive_dropout(users: torch.Tensor, items: torch.Tensor, n_users: 
     return adjacency_from_edges(users[idx], items[idx], n_users, n_items)
 
 
+_CSR_CACHE: dict[int, tuple] = {}
+
+
+def _csr_pair(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """CSR copies of ``a`` and of its transpose, built once per adjacency tensor (dropped when it is freed)."""
+    key = id(a)
+    hit = _CSR_CACHE.get(key)
+    if hit is not None and hit[0]() is a:
+        return hit[1], hit[2]
+    coo = a.coalesce()
+    pair = (coo.to_sparse_csr(), coo.t().coalesce().to_sparse_csr())
+    _CSR_CACHE[key] = (weakref.ref(a, lambda _, k=key: _CSR_CACHE.pop(k, None)), *pair)
+    return pair
+
+
+class _CSRMatmul(torch.autograd.Function):
+    """y = A x with A fixed: forward with CSR(A), backward with the cached CSR(A^T). torch's COO backward
+    transposes and re-sorts A on every call (about 4x slower on CPU) and accumulates non-deterministically."""
+
+    @staticmethod
+    def forward(ctx, a_csr, a_t_csr, x):
+        ctx.a_t_csr = a_t_csr
+        return torch.sparse.mm(a_csr, x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return None, None, torch.sparse.mm(ctx.a_t_csr, grad.contiguous())
+
+
+def spmm(a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Sparse (fixed, COO) matrix times dense ``x``; differentiable in ``x`` (and in ``a`` if its values need it)."""
+    if a.requires_grad:
+        return torch.sparse.mm(a, x)
+    a_csr, a_t_csr = _csr_pair(a)
+    return _CSRMatmul.apply(a_csr, a_t_csr, x)
+
+
 def propagate(adj: torch.Tensor, ego: torch.Tensor, n_layers: int) -> list[torch.Tensor]:
     """[E_0, A E_0, A^2 E_0, ...] (n_layers + 1 tensors)."""
     layers = [ego]
     for _ in range(n_layers):
-        layers.append(torch.sparse.mm(adj, layers[-1]))
+        layers.append(spmm(adj, layers[-1]))
     return layers
 
 
@@ -90,7 +129,7 @@ def knn_graph(features: np.ndarray | torch.Tensor, k: int = 10, chunk: int = 409
         vals = deg[r].rsqrt() * deg[c].rsqrt()
     else:
         vals = torch.ones(len(r))
-    return torch.sparse_coo_tensor(torch.stack([r, c]), vals, (n, n)).coalesce()
+    return torch.sparse_coo_tensor(torch.stack([r, c]), vals, (n, n), check_invariants=False).coalesce()
 
 
 def cached_knn_graph(features: np.ndarray | torch.Tensor, k: int = 10, normalize: str = "sym",
@@ -107,8 +146,8 @@ def cached_knn_graph(features: np.ndarray | torch.Tensor, k: int = 10, normalize
     hit = load_npz(path)
     if hit is not None and {"indices", "values"} <= set(hit):
         n = x.shape[0]
-        return torch.sparse_coo_tensor(torch.from_numpy(hit["indices"]), torch.from_numpy(hit["values"]),
-                                       (n, n)).coalesce()
+        return torch.sparse_coo_tensor(torch.from_numpy(hit["indices"]), torch.from_numpy(hit["values"]), (n, n),
+                                       check_invariants=False).coalesce()
     graph = knn_graph(x, k=k, chunk=chunk, normalize=normalize)
     save_npz(path, indices=graph.indices().numpy(), values=graph.values().numpy())
     return graph

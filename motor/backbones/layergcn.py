@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import Backbone, bpr_loss, l2_reg
-from .graph import bipartite_edges, degree_sensitive_dropout, normalized_adjacency
+from .graph import bipartite_edges, degree_sensitive_dropout, normalized_adjacency, spmm
 
 
 class LayerGCN(Backbone):
@@ -33,7 +33,7 @@ class LayerGCN(Backbone):
         ego = torch.cat([self.user_emb, self.item_repr()])
         h, layers = ego, []
         for _ in range(self.n_layers):
-            h = torch.sparse.mm(adj, h)
+            h = spmm(adj, h)
             h = F.cosine_similarity(h, ego, dim=-1).unsqueeze(1) * h  # layer refinement
             layers.append(h)
         out = torch.stack(layers).sum(0)

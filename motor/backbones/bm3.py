@@ -1,0 +1,80 @@
+"""BM3 — Zhou et al., "Bootstrap Latent Representations for Multi-modal Recommendation", WWW 2023.
+
+Online encoder: LightGCN over [users; items] (mean of layers 0..L), plus the ego item vector on the item side
+(h_i = LightGCN_i + e_i); each modality is projected to d by a linear layer (h^m_i = W_m x^m_i). A shared linear
+predictor p(.) maps online vectors into the prediction space. Target views are the online vectors with dropout,
+under stop-gradient (no target network, no negative sampling). Losses on a batch of (user, positive item) pairs,
+with cos-loss(a, b) = 1 - cos(a, b):
+
+* graph: cos-loss(p(h_u), sg(drop(h_i))) + cos-loss(p(h_i), sg(drop(h_u)));
+* per modality m (weight ``cl_weight``): alignment cos-loss(p(h^m_i), sg(drop(h_i))) and masked-feature
+  reconstruction cos-loss(p(h^m_i), sg(drop(h^m_i)));
+* reg_weight * (||H_U|| + ||H_I||) / n_items on the full online matrices (MMRec's EmbLoss: unsquared norms).
+
+Scores are p(h_u) . p(h_i). The item-ID embedding e_i is ``item_repr``.
+Defaults (MMRec ``BM3.yaml``, first grid values): dim 64, n_layers 1 (grid {1, 2}), dropout 0.5 (grid {0.3, 0.5}),
+reg_weight 0.1 (grid {0.1, 0.01}), cl_weight 2.0, ``use_neg_sampling: False``.
+Deviation: MMRec trains the raw feature matrices (``nn.Embedding.from_pretrained(freeze=False)``); they are frozen
+buffers here and only the projections W_m train (Adam + backward on the raw matrices is a large share of MMRec's
+epoch). Projections are computed once per distinct batch item (the same values and gradients as projecting every
+item, as MMRec does).
+"""
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .base import Backbone
+from .features import modality_features
+from .graph import normalized_adjacency, propagate
+
+
+def cos_loss(online: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """1 - mean cosine similarity; the target is never differentiated (stop-gradient)."""
+    return 1.0 - F.cosine_similarity(online, target.detach(), dim=-1).mean()
+
+
+class BM3(Backbone):
+    needs_negatives = False
+
+    def __init__(self, dataset, item_repr: nn.Module, dim: int = 64, n_layers: int = 1, dropout: float = 0.5,
+                 reg_weight: float = 0.1, cl_weight: float = 2.0, modalities=None):
+        super().__init__(dataset.n_users, dataset.n_items, item_repr, dim)
+        feats = modality_features(dataset, modalities)
+        self.modalities = list(feats)
+        self.n_layers, self.dropout, self.reg_weight, self.cl_weight = n_layers, dropout, reg_weight, cl_weight
+        self.user_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(self.n_users, dim)))
+        self.predictor = nn.Linear(dim, dim)
+        nn.init.xavier_normal_(self.predictor.weight)
+        self.projections = nn.ModuleDict()
+        for m, f in feats.items():
+            self.register_buffer(f"features_{m}", f, persistent=False)
+            self.projections[m] = nn.Linear(f.shape[1], dim)
+            nn.init.xavier_normal_(self.projections[m].weight)
+        self.register_buffer("adj", normalized_adjacency(dataset.train), persistent=False)
+
+    def online(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Online (n_users, d) users and (n_items, d) items: LightGCN mean + ego item vector."""
+        items = self.item_repr()
+        out = torch.stack(propagate(self.adj, torch.cat([self.user_emb, items]), self.n_layers)).mean(0)
+        return out[: self.n_users], out[self.n_users:] + items
+
+    def embeddings(self):
+        u, i = self.online()
+        return self.predictor(u), self.predictor(i)
+
+    def loss(self, users, pos, neg=None):
+        u_all, i_all = self.online()
+        u, i = u_all[users], i_all[pos]
+        with torch.no_grad():  # target views: dropout of the online vectors, stop-gradient
+            u_target, i_target = F.dropout(u, self.dropout), F.dropout(i, self.dropout)
+        graph = cos_loss(self.predictor(u), i_target) + cos_loss(self.predictor(i), u_target)
+        distinct, inverse = torch.unique(pos, return_inverse=True)  # project each batch item once
+        modal = 0.0
+        for m in self.modalities:
+            h = self.projections[m](getattr(self, f"features_{m}")[distinct])[inverse]
+            with torch.no_grad():
+                h_target = F.dropout(h, self.dropout)
+            h_online = self.predictor(h)
+            modal = modal + cos_loss(h_online, i_target) + cos_loss(h_online, h_target)
+        reg = (u_all.norm() + i_all.norm()) / self.n_items
+        return graph + self.reg_weight * reg + self.cl_weight * modal

@@ -1,0 +1,91 @@
+"""FREEDOM — Zhou & Shen, "A Tale of Two Graphs: Freezing and Denoising Graph Structures for Multimodal
+Recommendation", ACM MM 2023.
+
+1. Frozen item-item graph (built once, before training): per modality the top-k cosine kNN graph of the raw
+   features, D^-1/2 A D^-1/2 normalised; the graphs are summed with weights (image 0.1 / text 0.9 in MMRec;
+   equal weights when the dataset's modalities are not exactly image + text).
+2. Denoised user-item graph: every epoch keeps a (1 - dropout) sample of the interaction edges drawn with
+   probability proportional to 1/sqrt(d_u d_i) (degree-sensitive edge pruning), re-normalised; evaluation uses
+   the full graph.
+3. h_i = S^{L_mm} e_i on the item-item graph; LightGCN (mean of layers 0..L_ui) on the pruned user-item graph;
+   item vector = LightGCN_i + h_i, user vector = LightGCN_u.
+4. Loss: BPR(u, i+, i-) + reg_weight * sum_m BPR(u, W_m x^m_{i+}, W_m x^m_{i-}) (modality-projection BPR terms).
+
+The item-ID embedding e_i is ``item_repr``.
+Defaults (MMRec ``FREEDOM.yaml``): dim 64, feat_embed_dim 64, knn_k 10, mm_image_weight 0.1, n_mm_layers 1,
+n_ui_layers 2, dropout (edge-pruning ratio) grid {0.8, 0.9} -> 0.8 (20 % of the edges kept each epoch),
+reg_weight grid {0, 1e-5, 1e-4, 1e-3} -> 1e-4 (untuned mid-grid value).
+Deviations: (i) MMRec trains the raw feature matrices (``nn.Embedding.from_pretrained(freeze=False)``) and
+projects every item at every step, although the kNN graph is frozen and the projections are the only use of the
+features; here the features are frozen buffers and only the projections W_m train, applied once per distinct item
+of the batch (Adam + backward on the raw matrices is a large share of MMRec's epoch). (ii) The kNN graph excludes
+each item itself (MMRec's top-k includes it with similarity 1); it comes from the shared, disk-cached
+``graph.cached_knn_graph``.
+"""
+import torch
+from torch import nn
+
+from .base import Backbone, bpr_loss
+from .features import modality_features
+from .graph import bipartite_edges, cached_knn_graph, degree_sensitive_dropout, normalized_adjacency, propagate
+
+
+def modality_weights(modalities: list[str], image_weight: float) -> dict[str, float]:
+    """MMRec's image/text mix when the modalities are exactly image + text, else equal weights."""
+    if sorted(modalities) == ["image", "text"]:
+        return {"image": image_weight, "text": 1.0 - image_weight}
+    return {m: 1.0 / len(modalities) for m in modalities}
+
+
+class FREEDOM(Backbone):
+    def __init__(self, dataset, item_repr: nn.Module, dim: int = 64, knn_k: int = 10, mm_image_weight: float = 0.1,
+                 n_mm_layers: int = 1, n_ui_layers: int = 2, dropout: float = 0.8, reg_weight: float = 1e-4,
+                 modalities=None):
+        super().__init__(dataset.n_users, dataset.n_items, item_repr, dim)
+        feats = modality_features(dataset, modalities)
+        self.modalities = list(feats)
+        self.n_mm_layers, self.n_ui_layers = n_mm_layers, n_ui_layers
+        self.dropout, self.reg_weight = dropout, reg_weight
+        self.user_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(self.n_users, dim)))
+        self.projections = nn.ModuleDict()
+        for m, f in feats.items():
+            self.register_buffer(f"features_{m}", f, persistent=False)
+            self.projections[m] = nn.Linear(f.shape[1], dim)
+        weights = modality_weights(self.modalities, mm_image_weight)
+        graphs = [weights[m] * cached_knn_graph(f, knn_k) for m, f in feats.items()]
+        item_graph = graphs[0]
+        for g in graphs[1:]:
+            item_graph = item_graph + g
+        self.register_buffer("item_graph", item_graph.coalesce(), persistent=False)
+        self.register_buffer("adj", normalized_adjacency(dataset.train), persistent=False)
+        self.register_buffer("masked_adj", self.adj, persistent=False)
+        u, i = bipartite_edges(dataset.train)
+        self.register_buffer("edge_users", u, persistent=False)
+        self.register_buffer("edge_items", i, persistent=False)
+
+    def on_epoch_start(self, generator):
+        """Degree-sensitive edge pruning, drawn from ``generator`` (on CPU, then moved to the model's device)."""
+        self.masked_adj = degree_sensitive_dropout(self.edge_users.cpu(), self.edge_items.cpu(), self.n_users,
+                                                   self.n_items, self.dropout, generator).to(self.adj.device)
+
+    def forward_graphs(self, adj: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        items = self.item_repr()
+        h = propagate(self.item_graph, items, self.n_mm_layers)[-1]  # frozen item-item graph
+        out = torch.stack(propagate(adj, torch.cat([self.user_emb, items]), self.n_ui_layers)).mean(0)
+        return out[: self.n_users], out[self.n_users:] + h
+
+    def embeddings(self):
+        return self.forward_graphs(self.adj)
+
+    def loss(self, users, pos, neg):
+        u_all, i_all = self.forward_graphs(self.masked_adj)
+        u = u_all[users]
+        base = bpr_loss((u * i_all[pos]).sum(1), (u * i_all[neg]).sum(1))
+        # project each distinct batch item once (at most n_items rows instead of 2 x batch)
+        distinct, inverse = torch.unique(torch.cat([pos, neg]), return_inverse=True)
+        modal = 0.0
+        for m in self.modalities:
+            proj = self.projections[m](getattr(self, f"features_{m}")[distinct])[inverse]
+            p, n = proj[: len(pos)], proj[len(pos):]
+            modal = modal + bpr_loss((u * p).sum(1), (u * n).sum(1))
+        return base + self.reg_weight * modal

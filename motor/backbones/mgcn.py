@@ -1,0 +1,119 @@
+"""MGCN — Yu et al., "Multi-View Graph Convolutional Network for Multimedia Recommendation", ACM MM 2023.
+
+1. Behaviour-guided purifier: per modality m, the projected features gate the item representation,
+   e^m_i = e_i * sigmoid(W_g (W_m x^m_i + b_m) + b_g).
+2. User-item view: LightGCN (mean of layers 0..L_ui) over [users; items] -> content vectors E^id.
+3. Item-item views: per modality a frozen kNN graph S_m (top-k cosine neighbours, weighted by their cosine
+   similarity, D^-1/2 S D^-1/2): e^m <- S_m^L e^m; users aggregate their items, u^m = R_norm e^m.
+4. Behaviour-aware fuser: attention weights beta_m = softmax_m(q^T tanh(W_q e^m + b)) give the common part
+   E^c = sum_m beta_m E^m; modality-specific parts are gated by the user-item view,
+   E^s_m = sigmoid(W_p^m E^id + b) * (E^m - E^c); side = (E^c + sum_m E^s_m) / (M + 1).
+5. Final = E^id + side. Loss: BPR + reg_weight * (1/2)(||u||^2 + ||i+||^2 + ||i-||^2) / batch on the final vectors +
+   cl_loss * [InfoNCE(side_i, E^id_i) over the batch positives + InfoNCE(side_u, E^id_u) over the batch users],
+   temperature 0.2.
+
+The item-ID embedding e_i is ``item_repr``.
+Defaults (MMRec ``MGCN.yaml``): dim 64, n_ui_layers 2, n_layers (item-item) 1, knn_k 10, reg_weight 1e-4,
+cl_loss grid {0.001, 0.01, 0.1} -> 0.01, InfoNCE temperature 0.2 (and lr 1e-3 with a step scheduler (0.96, 50),
+a trainer setting not reproduced here).
+Deviations: features are frozen buffers (MMRec trains the raw matrices, ``freeze=False``), only the projections
+train; the kNN graph excludes each item itself (MMRec's top-k includes the item with similarity 1) and its edges
+come from the shared, disk-cached ``graph.cached_knn_graph``.
+"""
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .base import Backbone, bpr_loss
+from .features import modality_features
+from .graph import bipartite_edges, cached_knn_graph, normalized_adjacency, propagate, spmm
+
+
+def weighted_knn_graph(features: torch.Tensor, k: int) -> torch.Tensor:
+    """Top-k cosine graph with similarity weights, D^-1/2 S D^-1/2 (D = weighted row sums), as MMRec's MGCN."""
+    edges = cached_knn_graph(features, k, normalize="none").indices()
+    x = F.normalize(features, dim=1)
+    r, c = edges
+    sim = (x[r] * x[c]).sum(1)
+    deg = torch.zeros(len(x)).index_add(0, r, sim)
+    inv = deg.clamp_min(1e-12).rsqrt()
+    return torch.sparse_coo_tensor(edges, inv[r] * sim * inv[c], (len(x), len(x)), check_invariants=False).coalesce()
+
+
+def user_item_matrix(train, n_users: int, n_items: int) -> torch.Tensor:
+    """The user-item block R_norm = D_u^-1/2 R D_i^-1/2 of the normalised bipartite adjacency."""
+    u, i = bipartite_edges(train)
+    du = torch.bincount(u, minlength=n_users).float().clamp_min(1)
+    di = torch.bincount(i, minlength=n_items).float().clamp_min(1)
+    vals = du[u].rsqrt() * di[i].rsqrt()
+    return torch.sparse_coo_tensor(torch.stack([u, i]), vals, (n_users, n_items), check_invariants=False).coalesce()
+
+
+def info_nce(view1: torch.Tensor, view2: torch.Tensor, temperature: float) -> torch.Tensor:
+    """-mean log softmax of the matching pair among all rows of view2 (cosine similarities / temperature)."""
+    v1, v2 = F.normalize(view1, dim=1), F.normalize(view2, dim=1)
+    logits = (v1 / temperature) @ v2.T  # scale the (batch, d) side, not the (batch, batch) logits
+    return F.cross_entropy(logits, torch.arange(len(v1), device=v1.device))
+
+
+def _gate(dim: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(dim, dim), nn.Sigmoid())
+
+
+class MGCN(Backbone):
+    def __init__(self, dataset, item_repr: nn.Module, dim: int = 64, n_ui_layers: int = 2, n_layers: int = 1,
+                 knn_k: int = 10, reg_weight: float = 1e-4, cl_loss: float = 0.01, tau: float = 0.2,
+                 modalities=None):
+        super().__init__(dataset.n_users, dataset.n_items, item_repr, dim)
+        feats = modality_features(dataset, modalities)
+        self.modalities = list(feats)
+        self.n_ui_layers, self.n_layers = n_ui_layers, n_layers
+        self.reg_weight, self.cl_loss, self.tau = reg_weight, cl_loss, tau
+        self.user_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(self.n_users, dim)))
+        self.projections = nn.ModuleDict()
+        self.purifier_gates = nn.ModuleDict()
+        self.preference_gates = nn.ModuleDict()
+        for m, f in feats.items():
+            self.register_buffer(f"features_{m}", f, persistent=False)
+            self.register_buffer(f"item_graph_{m}", weighted_knn_graph(f, knn_k), persistent=False)
+            self.projections[m] = nn.Linear(f.shape[1], dim)
+            self.purifier_gates[m] = _gate(dim)
+            self.preference_gates[m] = _gate(dim)
+        self.query_common = nn.Sequential(nn.Linear(dim, dim), nn.Tanh(), nn.Linear(dim, 1, bias=False))
+        self.register_buffer("adj", normalized_adjacency(dataset.train), persistent=False)
+        self.register_buffer("user_item", user_item_matrix(dataset.train, self.n_users, self.n_items),
+                             persistent=False)
+
+    def forward_views(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(n_users + n_items, d) user-item view E^id and fused item-item side view; final = E^id + side."""
+        items = self.item_repr()
+        # user-item view
+        content = torch.stack(propagate(self.adj, torch.cat([self.user_emb, items]), self.n_ui_layers)).mean(0)
+        # item-item views of the purified modality features
+        views = []
+        for m in self.modalities:
+            h = items * self.purifier_gates[m](self.projections[m](getattr(self, f"features_{m}")))
+            h = propagate(getattr(self, f"item_graph_{m}"), h, self.n_layers)[-1]
+            views.append(torch.cat([spmm(self.user_item, h), h]))
+        # behaviour-aware fuser
+        beta = torch.softmax(torch.cat([self.query_common(v) for v in views], dim=1), dim=1)
+        common = sum(beta[:, j:j + 1] * v for j, v in enumerate(views))
+        specific = [self.preference_gates[m](content) * (v - common) for m, v in zip(self.modalities, views)]
+        side = (common + sum(specific)) / (len(views) + 1)
+        return content, side
+
+    def embeddings(self):
+        content, side = self.forward_views()
+        out = content + side
+        return out[: self.n_users], out[self.n_users:]
+
+    def loss(self, users, pos, neg):
+        content, side = self.forward_views()
+        out = content + side
+        u_all, i_all = out[: self.n_users], out[self.n_users:]
+        u, p, n = u_all[users], i_all[pos], i_all[neg]
+        base = bpr_loss((u * p).sum(1), (u * n).sum(1))
+        reg = 0.5 * (u.pow(2).sum() + p.pow(2).sum() + n.pow(2).sum()) / len(users)
+        cl = (info_nce(side[self.n_users:][pos], content[self.n_users:][pos], self.tau)
+              + info_nce(side[: self.n_users][users], content[: self.n_users][users], self.tau))
+        return base + self.reg_weight * reg + self.cl_loss * cl
