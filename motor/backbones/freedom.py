@@ -27,7 +27,7 @@ from torch import nn
 
 from .base import Backbone, bpr_loss
 from .features import modality_features
-from .graph import bipartite_edges, cached_knn_graph, degree_sensitive_dropout, normalized_adjacency, propagate
+from .graph import PrunedAdjacency, cached_knn_graph, propagate
 
 
 def modality_weights(modalities: list[str], image_weight: float) -> dict[str, float]:
@@ -57,16 +57,11 @@ class FREEDOM(Backbone):
         for g in graphs[1:]:
             item_graph = item_graph + g
         self.register_buffer("item_graph", item_graph.coalesce(), persistent=False)
-        self.register_buffer("adj", normalized_adjacency(dataset.train), persistent=False)
-        self.register_buffer("masked_adj", self.adj, persistent=False)
-        u, i = bipartite_edges(dataset.train)
-        self.register_buffer("edge_users", u, persistent=False)
-        self.register_buffer("edge_items", i, persistent=False)
+        self.graph = PrunedAdjacency(dataset.train, dropout)
 
     def on_epoch_start(self, generator):
         """Degree-sensitive edge pruning, drawn from ``generator`` (on CPU, then moved to the model's device)."""
-        self.masked_adj = degree_sensitive_dropout(self.edge_users.cpu(), self.edge_items.cpu(), self.n_users,
-                                                   self.n_items, self.dropout, generator).to(self.adj.device)
+        self.graph.resample(generator)
 
     def forward_graphs(self, adj: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         items = self.item_repr()
@@ -75,10 +70,10 @@ class FREEDOM(Backbone):
         return out[: self.n_users], out[self.n_users:] + h
 
     def embeddings(self):
-        return self.forward_graphs(self.adj)
+        return self.forward_graphs(self.graph.full)
 
     def loss(self, users, pos, neg):
-        u_all, i_all = self.forward_graphs(self.masked_adj)
+        u_all, i_all = self.forward_graphs(self.graph.pruned)
         u = u_all[users]
         base = bpr_loss((u * i_all[pos]).sum(1), (u * i_all[neg]).sum(1))
         # project each distinct batch item once (at most n_items rows instead of 2 x batch)

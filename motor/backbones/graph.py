@@ -60,6 +60,25 @@ def degree_sensitive_dropout(users: torch.Tensor, items: torch.Tensor, n_users: 
     return adjacency_from_edges(users[idx], items[idx], n_users, n_items)
 
 
+class PrunedAdjacency(torch.nn.Module):
+    """The full normalised adjacency (``full``, for evaluation) and a degree-sensitive sample of it (``pruned``,
+    redrawn by :meth:`resample` each epoch) — LayerGCN's edge dropout and FREEDOM's edge pruning."""
+
+    def __init__(self, train: sp.csr_matrix, rate: float):
+        super().__init__()
+        self.rate, self.n_users, self.n_items = rate, train.shape[0], train.shape[1]
+        u, i = bipartite_edges(train)
+        self.register_buffer("edge_users", u, persistent=False)
+        self.register_buffer("edge_items", i, persistent=False)
+        self.register_buffer("full", adjacency_from_edges(u, i, self.n_users, self.n_items), persistent=False)
+        self.register_buffer("pruned", self.full, persistent=False)
+
+    def resample(self, generator: torch.Generator) -> None:
+        """Draw a new pruned graph from ``generator`` (on CPU, then moved to the graph's device)."""
+        self.pruned = degree_sensitive_dropout(self.edge_users.cpu(), self.edge_items.cpu(), self.n_users,
+                                               self.n_items, self.rate, generator).to(self.full.device)
+
+
 _CSR_CACHE: dict[int, tuple] = {}
 
 

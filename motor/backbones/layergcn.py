@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import Backbone, bpr_loss, l2_reg
-from .graph import bipartite_edges, degree_sensitive_dropout, normalized_adjacency, spmm
+from .graph import PrunedAdjacency, spmm
 
 
 class LayerGCN(Backbone):
@@ -19,15 +19,10 @@ class LayerGCN(Backbone):
         super().__init__(dataset.n_users, dataset.n_items, item_repr, dim)
         self.user_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(dataset.n_users, dim)))
         self.n_layers, self.dropout, self.reg_weight = n_layers, dropout, reg_weight
-        self.register_buffer("adj", normalized_adjacency(dataset.train), persistent=False)
-        self.register_buffer("masked_adj", self.adj, persistent=False)
-        u, i = bipartite_edges(dataset.train)
-        self.register_buffer("edge_users", u, persistent=False)
-        self.register_buffer("edge_items", i, persistent=False)
+        self.graph = PrunedAdjacency(dataset.train, dropout)
 
     def on_epoch_start(self, generator):
-        self.masked_adj = degree_sensitive_dropout(self.edge_users.cpu(), self.edge_items.cpu(), self.n_users,
-                                                   self.n_items, self.dropout, generator).to(self.adj.device)
+        self.graph.resample(generator)
 
     def _forward(self, adj):
         ego = torch.cat([self.user_emb, self.item_repr()])
@@ -40,11 +35,11 @@ class LayerGCN(Backbone):
         return ego, out[: self.n_users], out[self.n_users:]
 
     def embeddings(self):
-        _, u, i = self._forward(self.adj)
+        _, u, i = self._forward(self.graph.full)
         return u, i
 
     def loss(self, users, pos, neg):
-        ego, u, i = self._forward(self.masked_adj)
+        ego, u, i = self._forward(self.graph.pruned)
         ue, ie = ego[: self.n_users], ego[self.n_users:]
         base = bpr_loss((u[users] * i[pos]).sum(1), (u[users] * i[neg]).sum(1))
         return base + self.reg_weight * l2_reg(ue[users], ie[pos], ie[neg])
