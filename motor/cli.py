@@ -85,10 +85,10 @@ def main(argv=None) -> int:
             atomic_write_text(Path(args.markdown), results_markdown(df) + "\n")
         return 0
     if args.cmd == "runs":
-        from .analysis import compare_table
+        from .analysis import compare_table, main_runs
         from .runs import load
 
-        df = load()
+        df = main_runs(load())
         if df.empty:
             print("no runs saved yet")
             return 0
