@@ -61,7 +61,7 @@ def test_cli_train_json(tmp_path):
 
     env = {**os.environ, **env}
     out = subprocess.run([sys.executable, "-m", "motor", "train", "--dataset", "synthetic", "--backbone", "bpr",
-                          "--item-repr", "ms", "--n-tokens", "2", "--epochs", "2", "--json"],
+                          "--item-repr", "ms", "--epochs", "2", "--json"],
                          capture_output=True, text=True, env=env, check=True)
     res = json.loads(out.stdout)
     assert 0 <= res["test"]["recall@20"] <= 1
