@@ -306,21 +306,21 @@ def load(name_or_path: str | os.PathLike) -> Dataset:
     n_items = int(df["item"].max()) + 1
     feats = sorted(folder.glob("*_feat.npy"))
     if feats:  # items without any interaction still have a feature row: trust the feature files for n_items
-        n_rows = np.load(feats[0], mmap_mode="r", allow_pickle=False).shape[0] if _is_plain_npy(feats[0]) else n_items
-        if n_rows > n_items:
-            n_items = n_rows
+        n_items = max(n_items, _feature_rows(feats[0]))
     features, masks = _load_features(folder, n_items)
     return from_interactions(folder.name, df["user"], df["item"], df["label"], n_users, n_items,
                              features=features, feature_masks=masks, item_text=_load_item_text(folder, n_items),
                              timestamps=df["timestamp"] if "timestamp" in df else None, source=str(inter_path))
 
 
-def _is_plain_npy(path: Path) -> bool:
+def _feature_rows(path: Path) -> int:
+    """Row count of a plain 2-D ``.npy`` (header only, via mmap); 0 when it is not one — the full load then
+    reports the problem with the file name."""
     try:
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
-        return arr.ndim == 2
+        return arr.shape[0] if arr.ndim == 2 else 0
     except Exception:
-        return False
+        return 0
 
 
 # ----------------------------------------------------------------------------------------------- splitting

@@ -131,7 +131,6 @@ def run(config: RunConfig | None = None, *, reuse: bool = False, save: bool = Tr
     if len(tr.history):
         timings["seconds_per_epoch"] = float(tr.history["train_seconds"].mean())
         timings["seconds_per_eval"] = float(tr.history["eval_seconds"].mean())
-    valid = evaluate(model, ds, "valid", buckets=None, device=cfg.device)
     test = evaluate(model, ds, "test", buckets=DEFAULT_BUCKETS, device=cfg.device)
     timings["test_eval_seconds"] = test.seconds
     n_item = model.item_parameters()
@@ -141,7 +140,7 @@ def run(config: RunConfig | None = None, *, reuse: bool = False, save: bool = Tr
     if save_vectors:
         with model.evaluating():
             vectors = model._eval_cache[1].detach().cpu().numpy()
-    result = RunResult(rid, {**asdict(cfg), "dataset_summary": _jsonable(ds.summary())}, valid.metrics, test.metrics,
+    result = RunResult(rid, {**asdict(cfg), "dataset_summary": _jsonable(ds.summary())}, tr.best_valid, test.metrics,
                        test.buckets, tr.history, test.per_user, params, timings, tr.best_epoch, tr.stopped,
                        model if keep_model else None, vectors)
     if save:
