@@ -34,17 +34,19 @@ def child(backbone: str, kind: str, dataset: str, epochs: int) -> dict:
     from motor.backbones import build
     from motor.evaluate import evaluate
     from motor.item_repr import build_item_repr
+    from motor.perf import keep_freed_memory
     from motor.synthetic import baby_scale
     from motor.tokenizer import n_centroids_of
-    from motor.train import sample_negatives, train_keys
+    from motor.train import make_optimizer, sample_negatives, train_keys
 
+    keep_freed_memory()  # as train() does
     ds = baby_scale() if dataset == "baby" else motor.load(dataset)
     tok = motor.tokenize(ds, 4) if kind != "id" else None
     torch.manual_seed(0)
     rep = build_item_repr(kind, ds.n_items, 64, token_ids=tok,
                           n_centroids=n_centroids_of(tok) if tok else 256)
     model = build(backbone, ds, rep)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    opt = make_optimizer(model)
     coo = ds.train.tocoo()
     users, items = coo.row.astype(np.int64), coo.col.astype(np.int64)
     keys, rng, gen = train_keys(ds.train), np.random.default_rng(0), torch.Generator().manual_seed(0)

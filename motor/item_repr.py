@@ -15,11 +15,14 @@ from typing import Mapping, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+from .sparse import spmm
+from .tcn import CrossNetwork, cross_all_items, second_order  # noqa: F401 (re-exported)
 
 CROSS_KINDS = ("ms", "ma", "mean", "linear")
 ITEM_REPRS = ("id",) + CROSS_KINDS
-_ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "gelu": nn.GELU, "sigmoid": nn.Sigmoid}
 
 
 class IDEmbedding(nn.Module):
@@ -36,46 +39,6 @@ class IDEmbedding(nn.Module):
 
     def n_parameters(self) -> int:
         return self.weight.numel()
-
-
-def second_order(weighted: torch.Tensor) -> torch.Tensor:
-    """Sum over pairs x<y of (w_x e_x) * (w_y e_y), in O(P d): 1/2 [(sum w e)^2 - sum (w e)^2].
-
-    ``weighted``: (n, P, d) -> (n, d).
-    """
-    s = weighted.sum(1)
-    return 0.5 * (s * s - (weighted * weighted).sum(1))
-
-
-class CrossNetwork(nn.Module):
-    """Token Cross Network over P token embeddings (eqs. 5-8): one-order + second-order + high-order MLP.
-
-    ``w`` (P,) learnable weights shared by the one- and second-order terms (init 1). The high-order MLP follows
-    eq. 7: ``h_0 = concat(e_1..e_P)``, ``h_{l+1} = act(W_l h_l + b_l)``, output ``h_L`` of size d; ``hidden`` lists the
-    widths of the layers before the last (default: none, i.e. one layer P*d -> d), ``activation`` default tanh
-    (eq. 7 applies it on every layer, the last one included; tanh keeps signed outputs).
-    """
-
-    def __init__(self, n_positions: int, dim: int, hidden: Sequence[int] = (), activation: str = "tanh"):
-        super().__init__()
-        self.w = nn.Parameter(torch.ones(n_positions))
-        sizes = [n_positions * dim, *hidden, dim]
-        layers: list[nn.Module] = []
-        for a, b in zip(sizes[:-1], sizes[1:]):
-            lin = nn.Linear(a, b)
-            nn.init.xavier_uniform_(lin.weight)
-            nn.init.zeros_(lin.bias)
-            layers += [lin, _ACTIVATIONS[activation]()]
-        self.mlp = nn.Sequential(*layers)
-
-    def forward(self, emb: torch.Tensor) -> torch.Tensor:
-        """``emb`` (n, P, d) token embeddings -> (n, d)."""
-        # one-order sum_x w_x e_x and second-order 1/2[(sum w e)^2 - sum w^2 e^2] as batched vector-matrix
-        # products: two reductions instead of several full-size elementwise passes (same maths as second_order)
-        one = torch.matmul(self.w, emb)
-        two = 0.5 * (one * one - torch.matmul(self.w * self.w, emb * emb))
-        high = self.mlp(emb.reshape(emb.shape[0], -1))
-        return one + two + high
 
 
 class TokenRepresentation(nn.Module):
@@ -112,6 +75,10 @@ class TokenRepresentation(nn.Module):
         n_pos = sum(self.widths)
         offsets = torch.arange(n_pos) * n_centroids
         self.register_buffer("flat_ids", torch.cat(ids, dim=1) + offsets[None], persistent=False)
+        # (item or (item, modality)) x (P*K) 0/1 incidence: representing every item is then one sparse product
+        self.register_buffer("incidence", self._incidence(self.flat_ids, n_pos * n_centroids, cross == "ms"),
+                             persistent=False)
+        self.register_buffer("bag_offsets", self._offsets(self.n_items, cross == "ms"), persistent=False)
         self.tables = nn.Parameter(torch.empty(n_pos, n_centroids, dim))
         nn.init.xavier_uniform_(self.tables.view(n_pos * n_centroids, dim))
         if cross == "ms":
@@ -129,23 +96,60 @@ class TokenRepresentation(nn.Module):
         return torch.nn.functional.embedding(ids, self.tables.view(-1, self.dim))
 
     def forward(self, index: torch.Tensor | None = None) -> torch.Tensor:
-        if index is not None and index.numel() > 64:
-            # batches repeat items (popular ones often): run the cross network once per distinct item
+        if index is None or 4 * index.numel() >= self.n_items:
+            out = self._represent(None)  # cheaper to represent every item once than a large batch with repeats
+            return out if index is None else out[index]
+        if index.numel() > 64:
+            # batches repeat items (popular ones often): represent each distinct item once
             uniq, inverse = torch.unique(index, return_inverse=True)
             if len(uniq) < index.numel():
                 return self._represent(uniq)[inverse]
         return self._represent(index)
 
+    def _bag_starts(self, per_modality: bool) -> list[int]:
+        return list(np.cumsum([0] + self.widths[:-1])) if per_modality else [0]
+
+    def _incidence(self, flat_ids: torch.Tensor, n_cols: int, per_modality: bool) -> torch.Tensor:
+        n, n_pos = flat_ids.shape
+        bounds = self._bag_starts(per_modality) + [n_pos]
+        bag_of_pos = torch.repeat_interleave(torch.arange(len(bounds) - 1), torch.as_tensor(np.diff(bounds)))
+        rows = (torch.arange(n)[:, None] * (len(bounds) - 1) + bag_of_pos[None]).reshape(-1)
+        return torch.sparse_coo_tensor(torch.stack([rows, flat_ids.reshape(-1)]), torch.ones(n * n_pos),
+                                       (n * (len(bounds) - 1), n_cols)).coalesce()
+
+    def _offsets(self, n: int, per_modality: bool, device=None) -> torch.Tensor:
+        """Start of each item's (or (item, modality)'s) bag in the flattened (n, P) token-id matrix."""
+        starts = torch.as_tensor(self._bag_starts(per_modality), device=device)
+        return (torch.arange(n, device=device)[:, None] * sum(self.widths) + starts[None]).reshape(-1)
+
+    def _gather_sum(self, index: torch.Tensor | None, rows: torch.Tensor) -> torch.Tensor:
+        """Sum of ``rows`` (P*K, c) over each item's tokens -> (n, c), or over each (item, modality)'s tokens for
+        ``ms`` -> (n * M, c). All items: one product with the cached incidence matrix; a subset: ``embedding_bag``."""
+        if index is None:
+            return spmm(self.incidence, rows)
+        ids = self.flat_ids[index]
+        return F.embedding_bag(ids.reshape(-1), rows, self._offsets(len(ids), self.cross == "ms", ids.device),
+                               mode="sum")
+
     def _represent(self, index: torch.Tensor | None) -> torch.Tensor:
-        emb = self.token_embeddings(index)
-        if self.cross == "ms":
-            parts = torch.split(emb, self.widths, dim=1)
-            return sum(net(p) for net, p in zip(self.nets, parts))
-        if self.cross == "ma":
-            return self.nets[0](emb)
+        """Item vectors from per-token tables and one gather-sum (see :mod:`motor.tcn`)."""
+        n_pos, k, d = self.tables.shape
+        if index is None and self.cross in ("ms", "ma"):
+            return cross_all_items(self.nets, self.tables, self.widths if self.cross == "ms" else [n_pos],
+                                   self.flat_ids, self.bag_offsets, self.incidence)
         if self.cross == "mean":
-            return emb.mean(1)
-        return self.linear(emb.reshape(emb.shape[0], -1))
+            return self._gather_sum(index, self.tables.view(-1, d)) / n_pos
+        if self.cross == "linear":
+            w = self.linear.weight.view(d, n_pos, d)
+            proj = torch.einsum("pkd,hpd->pkh", self.tables, w).reshape(n_pos * k, d)
+            return self._gather_sum(index, proj) + self.linear.bias
+        if self.cross == "ma":
+            net = self.nets[0]
+            return net.finish(self._gather_sum(index, net.token_tables(self.tables).flatten(0, 1)))
+        parts = torch.split(self.tables, self.widths, dim=0)
+        rows = torch.cat([net.token_tables(t) for net, t in zip(self.nets, parts)]).flatten(0, 1)
+        sums = self._gather_sum(index, rows).view(-1, len(self.widths), rows.shape[1])
+        return sum(net.finish(sums[:, m]) for m, net in enumerate(self.nets))
 
     def n_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -22,6 +22,7 @@ import torch
 
 from .cache import atomic_write_bytes
 from .evaluate import DEFAULT_KS, evaluate
+from .perf import keep_freed_memory
 
 
 @dataclass
@@ -77,6 +78,16 @@ def sample_negatives(users: np.ndarray, n_items: int, keys: np.ndarray, rng: np.
     raise RuntimeError("could not sample negatives: some users interacted with (almost) every item")
 
 
+def make_optimizer(model: torch.nn.Module, lr: float = 1e-3, weight_decay: float = 0.0) -> torch.optim.Adam:
+    """Adam over the trainable parameters; the fused kernel where the device has one (about 4x faster per step
+    on CPU than the per-tensor loop, the same update up to float rounding)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    try:
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
+    except (RuntimeError, ValueError):  # no fused kernel for this device / dtype
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+
+
 def _state_bytes(obj) -> bytes:
     buf = io.BytesIO()
     torch.save(obj, buf)
@@ -89,6 +100,7 @@ def train(model, dataset, config: TrainConfig | None = None, callbacks: list[Cal
     ``callbacks``: functions ``f(epoch, record)`` called after each epoch's checkpoint (e.g. live plots).
     """
     cfg = replace(config or TrainConfig(), **overrides)
+    keep_freed_memory()
     device = torch.device(cfg.device)
     model.to(device)
     if not getattr(model, "trainable", True):
@@ -98,7 +110,7 @@ def train(model, dataset, config: TrainConfig | None = None, callbacks: list[Cal
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = make_optimizer(model, cfg.lr, cfg.weight_decay)
     coo = dataset.train.tocoo()
     users_all, items_all = coo.row.astype(np.int64), coo.col.astype(np.int64)
     keys = train_keys(dataset.train)

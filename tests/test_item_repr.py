@@ -112,3 +112,44 @@ def test_parameter_accounting():
     assert isinstance(idm, IDEmbedding) and idm.n_parameters() == 640_000
     with pytest.raises(ValueError, match="token_ids"):
         build_item_repr("ms", 10, 64)
+
+
+def _direct(rep: TokenRepresentation) -> torch.Tensor:
+    """The networks applied to gathered token embeddings with plain autograd (no per-token tables)."""
+    emb = rep.token_embeddings()
+    if rep.cross == "ma":
+        return rep.nets[0](emb)
+    return sum(net(part) for net, part in zip(rep.nets, torch.split(emb, rep.widths, dim=1)))
+
+
+@pytest.mark.parametrize("cross", ["ms", "ma"])
+@pytest.mark.parametrize("hidden", [(), (8,)])
+def test_fast_paths_equal_direct_form_values_and_gradients(cross, hidden):
+    torch.manual_seed(1)
+    rep = TokenRepresentation(_ids(n=40, widths=(2, 5), k=5), 5, 6, cross=cross, hidden=hidden).double()
+    _randomise(rep)
+    g = torch.randn(40, 6, dtype=torch.float64)
+    paths = {"all items": lambda: rep(), "subset": lambda: rep._represent(torch.arange(40)), "direct": lambda: _direct(rep)}
+    outs, grads = {}, {}
+    for name, f in paths.items():
+        rep.zero_grad()
+        outs[name] = f()
+        (outs[name] * g).sum().backward()
+        grads[name] = {n: p.grad.clone() for n, p in rep.named_parameters()}
+    for name in ("all items", "subset"):
+        torch.testing.assert_close(outs[name], outs["direct"], atol=1e-12, rtol=0)
+        for n in grads["direct"]:
+            torch.testing.assert_close(grads[name][n], grads["direct"][n], atol=1e-10, rtol=0, msg=f"{name}: {n}")
+
+
+def test_token_sums_gradcheck():
+    from motor.sparse import csr_pair
+    from motor.tcn import _TokenSums
+
+    rep = TokenRepresentation(_ids(n=9, widths=(2, 3), k=4), 4, 3, cross="ms").double()
+    _, inc_t = csr_pair(rep.incidence)
+    ids = rep.flat_ids.reshape(-1)
+    args = (torch.randn(5, 4, 3, dtype=torch.float64, requires_grad=True),
+            torch.randn(5, dtype=torch.float64, requires_grad=True),
+            torch.randn(3, 5, 3, dtype=torch.float64, requires_grad=True))
+    assert torch.autograd.gradcheck(lambda t, w, w1: _TokenSums.apply(t, w, w1, ids, rep.bag_offsets, inc_t), args)

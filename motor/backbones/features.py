@@ -14,3 +14,12 @@ def modality_features(dataset, modalities=None) -> dict[str, torch.Tensor]:
 def stacked_features(dataset, modalities=None) -> torch.Tensor:
     """Concatenation of all modality features, (n_items, sum d_m)."""
     return torch.cat(list(modality_features(dataset, modalities).values()), dim=1)
+
+
+def project_rows(linear: torch.nn.Module, features: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``linear(features[index])`` computed once per distinct row: all rows when the batch covers a good part
+    of the catalogue (one matrix product, no gather), else only the distinct rows of ``index``."""
+    if 4 * index.numel() >= features.shape[0]:
+        return linear(features).index_select(0, index)
+    distinct, inverse = torch.unique(index, return_inverse=True)
+    return linear(features[distinct])[inverse]

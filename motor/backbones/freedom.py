@@ -25,9 +25,9 @@ each item itself (MMRec's top-k includes it with similarity 1); it comes from th
 import torch
 from torch import nn
 
-from .base import Backbone, bpr_loss
-from .features import modality_features
-from .graph import PrunedAdjacency, cached_knn_graph, propagate
+from .base import Backbone, bpr_loss, take
+from .features import modality_features, project_rows
+from .graph import PrunedAdjacency, cached_knn_graph, layer_mean, propagate
 
 
 def modality_weights(modalities: list[str], image_weight: float) -> dict[str, float]:
@@ -66,7 +66,7 @@ class FREEDOM(Backbone):
     def forward_graphs(self, adj: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         items = self.item_repr()
         h = propagate(self.item_graph, items, self.n_mm_layers)[-1]  # frozen item-item graph
-        out = torch.stack(propagate(adj, torch.cat([self.user_emb, items]), self.n_ui_layers)).mean(0)
+        out = layer_mean(adj, torch.cat([self.user_emb, items]), self.n_ui_layers)
         return out[: self.n_users], out[self.n_users:] + h
 
     def embeddings(self):
@@ -75,12 +75,11 @@ class FREEDOM(Backbone):
     def loss(self, users, pos, neg):
         u_all, i_all = self.forward_graphs(self.graph.pruned)
         u = u_all[users]
-        base = bpr_loss((u * i_all[pos]).sum(1), (u * i_all[neg]).sum(1))
-        # project each distinct batch item once (at most n_items rows instead of 2 x batch)
-        distinct, inverse = torch.unique(torch.cat([pos, neg]), return_inverse=True)
+        ip, ineg = take(i_all, pos, neg)
+        base = bpr_loss((u * ip).sum(1), (u * ineg).sum(1))
         modal = 0.0
         for m in self.modalities:
-            proj = self.projections[m](getattr(self, f"features_{m}")[distinct])[inverse]
+            proj = project_rows(self.projections[m], getattr(self, f"features_{m}"), torch.cat([pos, neg]))
             p, n = proj[: len(pos)], proj[len(pos):]
             modal = modal + bpr_loss((u * p).sum(1), (u * n).sum(1))
         return base + self.reg_weight * modal

@@ -1,8 +1,8 @@
 """Graph utilities shared by every graph backbone (written once, here).
 
 * :func:`bipartite_edges` / :func:`normalized_adjacency` — the symmetric-normalised user-item adjacency
-  ``D^-1/2 A D^-1/2`` of the (users + items) graph as a torch sparse COO tensor (COO + ``torch.sparse.mm`` was
-  faster than CSR for forward+backward on CPU).
+  ``D^-1/2 A D^-1/2`` of the (users + items) graph as a torch sparse COO tensor; :func:`propagate` multiplies with
+  it through :func:`motor.sparse.spmm` (cached CSR of A and A^T).
 * :func:`degree_sensitive_dropout` — keep a fraction of edges sampled with probability proportional to
   ``1/sqrt(d_u d_i)`` (LayerGCN / FREEDOM), then re-normalise.
 * :func:`knn_graph` — top-k cosine item-item graph, vectorised in chunks, never an n x n dense matrix;
@@ -10,13 +10,12 @@
 """
 from __future__ import annotations
 
-import weakref
-
 import numpy as np
 import scipy.sparse as sp
 import torch
 
 from ..cache import cache_dir, content_key, load_npz, save_npz
+from ..sparse import spmm
 
 
 def bipartite_edges(train: sp.csr_matrix) -> tuple[torch.Tensor, torch.Tensor]:
@@ -79,49 +78,21 @@ class PrunedAdjacency(torch.nn.Module):
                                                self.n_items, self.rate, generator).to(self.full.device)
 
 
-_CSR_CACHE: dict[int, tuple] = {}
-
-
-def _csr_pair(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """CSR copies of ``a`` and of its transpose, built once per adjacency tensor (dropped when it is freed)."""
-    key = id(a)
-    hit = _CSR_CACHE.get(key)
-    if hit is not None and hit[0]() is a:
-        return hit[1], hit[2]
-    coo = a.coalesce()
-    pair = (coo.to_sparse_csr(), coo.t().coalesce().to_sparse_csr())
-    _CSR_CACHE[key] = (weakref.ref(a, lambda _, k=key: _CSR_CACHE.pop(k, None)), *pair)
-    return pair
-
-
-class _CSRMatmul(torch.autograd.Function):
-    """y = A x with A fixed: forward with CSR(A), backward with the cached CSR(A^T). torch's COO backward
-    transposes and re-sorts A on every call (about 4x slower on CPU) and accumulates non-deterministically."""
-
-    @staticmethod
-    def forward(ctx, a_csr, a_t_csr, x):
-        ctx.a_t_csr = a_t_csr
-        return torch.sparse.mm(a_csr, x)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return None, None, torch.sparse.mm(ctx.a_t_csr, grad.contiguous())
-
-
-def spmm(a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Sparse (fixed, COO) matrix times dense ``x``; differentiable in ``x`` (and in ``a`` if its values need it)."""
-    if a.requires_grad:
-        return torch.sparse.mm(a, x)
-    a_csr, a_t_csr = _csr_pair(a)
-    return _CSRMatmul.apply(a_csr, a_t_csr, x)
-
-
 def propagate(adj: torch.Tensor, ego: torch.Tensor, n_layers: int) -> list[torch.Tensor]:
     """[E_0, A E_0, A^2 E_0, ...] (n_layers + 1 tensors)."""
     layers = [ego]
     for _ in range(n_layers):
         layers.append(spmm(adj, layers[-1]))
     return layers
+
+
+def layer_mean(adj: torch.Tensor, ego: torch.Tensor, n_layers: int) -> torch.Tensor:
+    """mean(E_0, A E_0, ..., A^L E_0) — LightGCN's layer combination — accumulated without stacking."""
+    acc, h = ego, ego
+    for _ in range(n_layers):
+        h = spmm(adj, h)
+        acc = acc + h
+    return acc / (n_layers + 1)
 
 
 def knn_graph(features: np.ndarray | torch.Tensor, k: int = 10, chunk: int = 4096,

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import Backbone, bpr_loss, l2_reg
+from .base import Backbone, bpr_loss, l2_reg, take
 from .graph import PrunedAdjacency, spmm
 
 
@@ -31,15 +31,15 @@ class LayerGCN(Backbone):
             h = spmm(adj, h)
             h = F.cosine_similarity(h, ego, dim=-1).unsqueeze(1) * h  # layer refinement
             layers.append(h)
-        out = torch.stack(layers).sum(0)
-        return ego, out[: self.n_users], out[self.n_users:]
+        return ego, sum(layers[1:], layers[0])
 
     def embeddings(self):
-        _, u, i = self._forward(self.graph.full)
-        return u, i
+        _, out = self._forward(self.graph.full)
+        return out[: self.n_users], out[self.n_users:]
 
     def loss(self, users, pos, neg):
-        ego, u, i = self._forward(self.graph.pruned)
-        ue, ie = ego[: self.n_users], ego[self.n_users:]
-        base = bpr_loss((u[users] * i[pos]).sum(1), (u[users] * i[neg]).sum(1))
-        return base + self.reg_weight * l2_reg(ue[users], ie[pos], ie[neg])
+        ego, out = self._forward(self.graph.pruned)
+        rows = (users, pos + self.n_users, neg + self.n_users)  # users then items in the joint matrices
+        u, ip, ineg = take(out, *rows)
+        base = bpr_loss((u * ip).sum(1), (u * ineg).sum(1))
+        return base + self.reg_weight * l2_reg(*take(ego, *rows))

@@ -7,8 +7,8 @@ Defaults (MMRec): dim 64, n_layers 2, reg_weight 1e-4.
 import torch
 from torch import nn
 
-from .base import Backbone, bpr_loss, l2_reg
-from .graph import normalized_adjacency, propagate
+from .base import Backbone, bpr_loss, l2_reg, take
+from .graph import layer_mean, normalized_adjacency
 
 
 class LightGCN(Backbone):
@@ -22,14 +22,13 @@ class LightGCN(Backbone):
         return torch.cat([self.user_emb, self.item_repr()])
 
     def embeddings(self):
-        ego = self.ego()
-        out = torch.stack(propagate(self.adj, ego, self.n_layers)).mean(0)
+        out = layer_mean(self.adj, self.ego(), self.n_layers)
         return out[: self.n_users], out[self.n_users:]
 
     def loss(self, users, pos, neg):
         ego = self.ego()
-        out = torch.stack(propagate(self.adj, ego, self.n_layers)).mean(0)
-        u, i = out[: self.n_users], out[self.n_users:]
-        ue, ie = ego[: self.n_users], ego[self.n_users:]
-        base = bpr_loss((u[users] * i[pos]).sum(1), (u[users] * i[neg]).sum(1))
-        return base + self.reg_weight * l2_reg(ue[users], ie[pos], ie[neg])
+        out = layer_mean(self.adj, ego, self.n_layers)
+        rows = (users, pos + self.n_users, neg + self.n_users)  # users then items in the joint matrices
+        u, ip, ineg = take(out, *rows)
+        base = bpr_loss((u * ip).sum(1), (u * ineg).sum(1))
+        return base + self.reg_weight * l2_reg(*take(ego, *rows))

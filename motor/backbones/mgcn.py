@@ -26,7 +26,7 @@ from torch import nn
 
 from .base import Backbone, bpr_loss
 from .features import modality_features
-from .graph import bipartite_edges, cached_knn_graph, normalized_adjacency, propagate, spmm
+from .graph import bipartite_edges, cached_knn_graph, layer_mean, normalized_adjacency, propagate, spmm
 
 
 def weighted_knn_graph(features: torch.Tensor, k: int) -> torch.Tensor:
@@ -88,7 +88,7 @@ class MGCN(Backbone):
         """(n_users + n_items, d) user-item view E^id and fused item-item side view; final = E^id + side."""
         items = self.item_repr()
         # user-item view
-        content = torch.stack(propagate(self.adj, torch.cat([self.user_emb, items]), self.n_ui_layers)).mean(0)
+        content = layer_mean(self.adj, torch.cat([self.user_emb, items]), self.n_ui_layers)
         # item-item views of the purified modality features
         views = []
         for m in self.modalities:

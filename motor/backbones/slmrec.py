@@ -27,7 +27,7 @@ from torch import nn
 
 from .base import Backbone
 from .features import modality_features
-from .graph import normalized_adjacency, propagate
+from .graph import layer_mean, normalized_adjacency, propagate
 
 SSL_TASKS = ("FAC", "FD", "FM")
 
@@ -81,7 +81,7 @@ class SLMRec(Backbone):
         """LightGCN over [users; items]: mean of layers 0..L (dropout after each layer for FD views)."""
         h = torch.cat([self.user_emb, items])
         if dropout <= 0:
-            return torch.stack(propagate(self.adj, h, self.n_layers)).mean(0)
+            return layer_mean(self.adj, h, self.n_layers)
         layers = [h]
         for _ in range(self.n_layers):
             layers.append(F.dropout(propagate(self.adj, layers[-1], 1)[-1], dropout, self.training))

@@ -1,0 +1,136 @@
+"""The Token Cross Network (MOTOR eqs. 5-10) and its fast all-items form.
+
+* :class:`CrossNetwork` — one network over P token embeddings: one-order ``sum_x w_x e_x``, second-order
+  ``sum_{x<y} w_x w_y e_x * e_y`` and a high-order MLP over their concatenation (eq. 7).
+* :func:`cross_all_items` — the same networks evaluated for every item at once. Every term is a sum over
+  positions of something that depends on one token only (``w_x e_x``, ``(w_x e_x)^2`` and the first MLP layer's
+  d-column block ``W_x e_x``), so they are computed once per *token* (P x K rows) and summed per item by one
+  sparse product with the item-token incidence matrix; a hand-written backward avoids the slice / concatenate
+  bookkeeping that dominated autograd's version. Tested against the direct form and a naive loop.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .sparse import csr_pair
+
+_ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "gelu": nn.GELU, "sigmoid": nn.Sigmoid}
+
+
+def second_order(weighted: torch.Tensor) -> torch.Tensor:
+    """Sum over pairs x<y of (w_x e_x) * (w_y e_y), in O(P d): 1/2 [(sum w e)^2 - sum (w e)^2].
+
+    ``weighted``: (n, P, d) -> (n, d).
+    """
+    s = weighted.sum(1)
+    return 0.5 * (s * s - (weighted * weighted).sum(1))
+
+
+class CrossNetwork(nn.Module):
+    """Token Cross Network over P token embeddings (eqs. 5-8): one-order + second-order + high-order MLP.
+
+    ``w`` (P,) learnable weights shared by the one- and second-order terms (init 1). The high-order MLP follows
+    eq. 7: ``h_0 = concat(e_1..e_P)``, ``h_{l+1} = act(W_l h_l + b_l)``, output ``h_L`` of size d; ``hidden`` lists the
+    widths of the layers before the last (default: none, i.e. one layer P*d -> d), ``activation`` default tanh
+    (eq. 7 applies it on every layer, the last one included; tanh keeps signed outputs).
+    """
+
+    def __init__(self, n_positions: int, dim: int, hidden: Sequence[int] = (), activation: str = "tanh"):
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(n_positions))
+        sizes = [n_positions * dim, *hidden, dim]
+        layers: list[nn.Module] = []
+        for a, b in zip(sizes[:-1], sizes[1:]):
+            lin = nn.Linear(a, b)
+            nn.init.xavier_uniform_(lin.weight)
+            nn.init.zeros_(lin.bias)
+            layers += [lin, _ACTIVATIONS[activation]()]
+        self.mlp = nn.Sequential(*layers)
+
+    def forward(self, emb: torch.Tensor) -> torch.Tensor:
+        """``emb`` (n, P, d) token embeddings -> (n, d) (the direct form; :meth:`token_tables` is the fast one)."""
+        one = torch.matmul(self.w, emb)
+        two = 0.5 * (one * one - torch.matmul(self.w * self.w, emb * emb))
+        high = self.mlp(emb.reshape(emb.shape[0], -1))
+        return one + two + high
+
+    def token_tables(self, tables: torch.Tensor) -> torch.Tensor:
+        """Per-token parts of eqs. 5-7, computed on the (P, K, d) tables instead of on every item: (P, K, 2d + h).
+
+        Every term is a sum over positions of something that depends on one token only: ``w_x e_x`` (one-order),
+        ``(w_x e_x)^2`` (for the second-order identity) and ``W_x e_x`` (the first MLP layer applied to the
+        concatenation is the sum of its d-column blocks). An item's sums are then one gather-sum of these rows
+        (:meth:`finish` completes the network), so the cost per item is O(P d) instead of O(P d h).
+        """
+        first = self.mlp[0]
+        scaled = self.w[:, None, None] * tables
+        proj = torch.einsum("pkd,hpd->pkh", tables, first.weight.view(first.out_features, *tables.shape[::2]))
+        return torch.cat([scaled, scaled * scaled, proj], dim=-1)
+
+    def finish(self, sums: torch.Tensor) -> torch.Tensor:
+        """(n, 2d + h) position-sums of :meth:`token_tables` rows -> (n, d) item vectors."""
+        d = (sums.shape[1] - self.mlp[0].out_features) // 2
+        one, sq, high = sums[:, :d], sums[:, d:2 * d], sums[:, 2 * d:]
+        high = self.mlp[2:](self.mlp[1](high + self.mlp[0].bias))
+        return one + 0.5 * (one * one - sq) + high
+
+
+class _TokenSums(torch.autograd.Function):
+    """Per bag (item, or (item, modality)): S1 = sum w_x e_x, S2 = sum (w_x e_x)^2, H = sum W_x e_x.
+
+    ``tables`` (P, K, d); ``w`` (P,); ``w1`` (h, P, d) first-layer blocks; ``ids``/``offsets``: flat token ids
+    and bag starts for the forward gather-sum (``embedding_bag``); ``inc_t``: CSR transpose of the bag x P*K
+    incidence matrix for the backward scatter-sum (a CSR product beats ``index_add`` by about 8x on CPU).
+    """
+
+    @staticmethod
+    def forward(ctx, tables, w, w1, ids, offsets, inc_t):
+        n_pos, k, d = tables.shape
+        scaled = w[:, None, None] * tables
+        rows = torch.cat([scaled, scaled * scaled, torch.einsum("pkd,hpd->pkh", tables, w1)], -1)
+        sums = F.embedding_bag(ids, rows.view(n_pos * k, -1), offsets, mode="sum")
+        ctx.save_for_backward(tables, w, w1, scaled)
+        ctx.inc_t = inc_t
+        return sums[:, :d], sums[:, d:2 * d], sums[:, 2 * d:]
+
+    @staticmethod
+    def backward(ctx, g1, g2, g3):
+        tables, w, w1, scaled = ctx.saved_tensors
+        n_pos, k, d = tables.shape
+        parts = [torch.zeros_like(g) if g is None else g for g in (g1, g2, g3)]
+        grad_rows = torch.sparse.mm(ctx.inc_t, torch.cat(parts, 1).contiguous()).view(n_pos, k, -1)
+        g_one, g_sq, g_proj = grad_rows[..., :d], grad_rows[..., d:2 * d], grad_rows[..., 2 * d:]
+        g_scaled = g_one + 2.0 * scaled * g_sq
+        g_tables = w[:, None, None] * g_scaled + torch.einsum("pkh,hpd->pkd", g_proj, w1)
+        g_w = (g_scaled * tables).sum((1, 2))
+        g_w1 = torch.einsum("pkh,pkd->hpd", g_proj, tables)
+        return g_tables, g_w, g_w1, None, None, None
+
+
+def cross_all_items(nets: Sequence[CrossNetwork], tables: torch.Tensor, widths: Sequence[int],
+                    flat_ids: torch.Tensor, offsets: torch.Tensor, incidence: torch.Tensor) -> torch.Tensor:
+    """Item vectors of every item: ``nets[m]`` over the ``widths[m]`` positions of modality m, outputs summed
+    (modal-specific, eq. 9; one net over all positions is modal-agnostic, eq. 10).
+
+    ``flat_ids``: (n_items, P) ids into the flattened (P*K) tables; ``offsets``: start of each (item, modality) bag
+    in ``flat_ids.reshape(-1)``; ``incidence``: the same bags as a sparse (n_items * M, P*K) 0/1 matrix, row
+    ``i * M + m`` marking the tokens of item i in modality m. Equal to ``sum_m nets[m](tokens of modality m)``.
+    """
+    n_bags = len(nets)
+    first = [net.mlp[0] for net in nets]
+    w = torch.cat([net.w for net in nets])
+    w1 = torch.cat([lin.weight.view(lin.out_features, wd, -1) for lin, wd in zip(first, widths)], 1)
+    _, inc_t = csr_pair(incidence)
+    sums = _TokenSums.apply(tables, w, w1, flat_ids.reshape(-1), offsets, inc_t)
+    one, sq, high = (s.view(-1, n_bags, s.shape[1]) for s in sums)
+    bias = torch.stack([lin.bias for lin in first])
+    same_tail = all(len(net.mlp) == 2 and type(net.mlp[1]) is type(nets[0].mlp[1]) for net in nets)
+    if same_tail:  # one activation over every modality at once
+        high = nets[0].mlp[1](high + bias)
+    else:
+        high = torch.stack([net.mlp[2:](net.mlp[1](high[:, m] + bias[m])) for m, net in enumerate(nets)], 1)
+    return (one + 0.5 * (one * one - sq) + high).sum(1)

@@ -1,0 +1,52 @@
+"""The small shared helpers the backbones are built from: each one equals its plain definition."""
+import torch
+
+from motor.backbones.base import dropout, take
+from motor.backbones.features import project_rows
+from motor.backbones.graph import layer_mean, propagate
+from motor.perf import keep_freed_memory
+
+
+def test_take_equals_indexing_in_value_and_gradient():
+    x = torch.randn(10, 3, requires_grad=True)
+    a, b = torch.tensor([1, 1, 4]), torch.tensor([9, 0])
+    ra, rb = take(x, a, b)
+    torch.testing.assert_close(ra, x[a])
+    torch.testing.assert_close(rb, x[b])
+    (ra.sum() + 2 * rb.sum()).backward()
+    want = torch.zeros(10, 3)
+    want[1] += 2
+    want[4] += 1
+    want[9] += 2
+    want[0] += 2
+    torch.testing.assert_close(x.grad, want)
+
+
+def test_layer_mean_equals_stacked_mean():
+    a = torch.randn(6, 6).relu().to_sparse()
+    x = torch.randn(6, 4)
+    torch.testing.assert_close(layer_mean(a, x, 3), torch.stack(propagate(a, x, 3)).mean(0))
+
+
+def test_dropout_rate_scale_seed_and_eval():
+    x = torch.ones(400, 250)
+    torch.manual_seed(0)
+    y = dropout(x, 0.3)
+    assert abs((y == 0).float().mean().item() - 0.3) < 0.01  # 100k draws: 0.01 is > 20 standard deviations
+    assert torch.allclose(y[y != 0], torch.tensor(1 / 0.7))
+    torch.manual_seed(0)
+    assert torch.equal(dropout(x, 0.3), y)
+    assert dropout(x, 0.3, training=False) is x and dropout(x, 0.0) is x
+    assert (dropout(x, 1.0) == 0).all()
+
+
+def test_project_rows_both_paths_equal_direct_projection():
+    torch.manual_seed(0)
+    lin, feats = torch.nn.Linear(5, 3), torch.randn(40, 5)
+    for index in (torch.tensor([3, 3, 7]), torch.randint(0, 40, (30,))):  # few rows (unique path), many (all rows)
+        torch.testing.assert_close(project_rows(lin, feats, index), lin(feats[index]))
+
+
+def test_keep_freed_memory_is_idempotent():
+    first = keep_freed_memory()
+    assert keep_freed_memory() == first
