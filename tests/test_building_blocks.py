@@ -50,3 +50,20 @@ def test_project_rows_both_paths_equal_direct_projection():
 def test_keep_freed_memory_is_idempotent():
     first = keep_freed_memory()
     assert keep_freed_memory() == first
+
+
+def test_info_nce_equals_cross_entropy_in_value_and_gradient():
+    from motor.backbones.base import info_nce
+
+    torch.manual_seed(0)
+    a = torch.randn(50, 8, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(50, 8, dtype=torch.float64, requires_grad=True)
+    got = info_nce(a, b, 0.2)
+    ga, gb = torch.autograd.grad(got * 3, (a, b))
+    want = torch.nn.functional.cross_entropy((a / 0.2) @ b.T, torch.arange(50))
+    wa, wb = torch.autograd.grad(want * 3, (a, b))
+    torch.testing.assert_close(got, want)
+    torch.testing.assert_close(ga, wa)
+    torch.testing.assert_close(gb, wb)
+    big = info_nce(a.detach() * 1e3, b.detach(), 0.2)  # large logits: no overflow
+    assert torch.isfinite(big)

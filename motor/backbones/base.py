@@ -80,6 +80,36 @@ def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
     return x * keep / (1.0 - p)
 
 
+class _DiagonalCrossEntropy(torch.autograd.Function):
+    """mean_i [logsumexp_j z_ij - z_ii] with one exp pass: the softmax kept from the forward is the backward."""
+
+    @staticmethod
+    def forward(ctx, logits):
+        top = logits.amax(1, keepdim=True)
+        # exp of anything below -87 is a float32 denormal, computed ~20x slower on x86; e^-80 ~ 1e-35 is zero anyway
+        prob = (logits - top).clamp_(min=-80.0).exp_()
+        total = prob.sum(1, keepdim=True)
+        loss = (total.log() + top).squeeze(1) - logits.diagonal()
+        ctx.save_for_backward(prob.div_(total))
+        return loss.mean()
+
+    @staticmethod
+    def backward(ctx, grad):
+        (prob,) = ctx.saved_tensors
+        scale = grad / prob.shape[0]
+        out = prob * scale
+        out.diagonal().sub_(scale)
+        return out
+
+
+def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tensor:
+    """InfoNCE with in-batch negatives: cross-entropy of ``a @ b.T / temperature`` with the diagonal as targets
+    (callers normalise ``a`` and ``b`` for cosine similarities). Equal to ``F.cross_entropy(logits, arange)``,
+    about twice as fast on CPU, where the (batch x batch) exponentials dominate SLMRec's and MGCN's epochs."""
+    logits = (a / temperature) @ b.T  # scale the (batch, d) side, not the (batch, batch) logits
+    return _DiagonalCrossEntropy.apply(logits)
+
+
 def take(x: torch.Tensor, *indices: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """Rows of ``x`` at each index tensor, gathered by one ``index_select`` (one scatter-add in backward instead
     of one full-size zero-fill and accumulate per index)."""

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import Backbone, bpr_loss
+from .base import Backbone, bpr_loss, info_nce
 from .features import modality_features
 from .graph import bipartite_edges, cached_knn_graph, layer_mean, normalized_adjacency, propagate, spmm
 
@@ -49,11 +49,9 @@ def user_item_matrix(train, n_users: int, n_items: int) -> torch.Tensor:
     return torch.sparse_coo_tensor(torch.stack([u, i]), vals, (n_users, n_items), check_invariants=False).coalesce()
 
 
-def info_nce(view1: torch.Tensor, view2: torch.Tensor, temperature: float) -> torch.Tensor:
-    """-mean log softmax of the matching pair among all rows of view2 (cosine similarities / temperature)."""
-    v1, v2 = F.normalize(view1, dim=1), F.normalize(view2, dim=1)
-    logits = (v1 / temperature) @ v2.T  # scale the (batch, d) side, not the (batch, batch) logits
-    return F.cross_entropy(logits, torch.arange(len(v1), device=v1.device))
+def _unit(*xs: torch.Tensor) -> list[torch.Tensor]:
+    """Rows scaled to unit length (InfoNCE on cosine similarities)."""
+    return [F.normalize(x, dim=1) for x in xs]
 
 
 def _gate(dim: int) -> nn.Sequential:
@@ -114,6 +112,6 @@ class MGCN(Backbone):
         u, p, n = u_all[users], i_all[pos], i_all[neg]
         base = bpr_loss((u * p).sum(1), (u * n).sum(1))
         reg = 0.5 * (u.pow(2).sum() + p.pow(2).sum() + n.pow(2).sum()) / len(users)
-        cl = (info_nce(side[self.n_users:][pos], content[self.n_users:][pos], self.tau)
-              + info_nce(side[: self.n_users][users], content[: self.n_users][users], self.tau))
+        cl = (info_nce(*_unit(side[self.n_users:][pos], content[self.n_users:][pos]), self.tau)
+              + info_nce(*_unit(side[: self.n_users][users], content[: self.n_users][users]), self.tau))
         return base + self.reg_weight * reg + self.cl_loss * cl

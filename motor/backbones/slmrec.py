@@ -25,17 +25,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import Backbone
+from .base import Backbone, info_nce
 from .features import modality_features
 from .graph import layer_mean, normalized_adjacency, propagate
 
 SSL_TASKS = ("FAC", "FD", "FM")
-
-
-def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Cross-entropy of a @ b.T / temperature with the diagonal as targets."""
-    logits = (a / temperature) @ b.T  # scale the (batch, d) side, not the (batch, batch) logits
-    return F.cross_entropy(logits, torch.arange(len(a), device=a.device))
 
 
 def _linear(n_in: int, n_out: int) -> nn.Linear:
