@@ -35,9 +35,12 @@ def compare_table(df: pd.DataFrame, metric: str = "recall", k: int = 20, eval_sp
 
 
 def mean_std_pivot(table: pd.DataFrame) -> pd.DataFrame:
-    """'mean ± std' strings: rows (dataset, backbone), columns item_repr."""
+    """'mean ± std' strings: rows (dataset, backbone), columns item_repr; cells over fewer seeds than the most
+    complete cell say so, e.g. ``0.3262 (n=1)``."""
     t = table.copy()
-    t["cell"] = [f"{m:.4f} ± {s:.4f}" if pd.notna(s) else f"{m:.4f}" for m, s in zip(t["mean"], t["std"])]
+    full = t["count"].max() if "count" in t else 0
+    t["cell"] = [(f"{m:.4f} ± {s:.4f}" if pd.notna(s) else f"{m:.4f}") + (f" (n={int(n)})" if n < full else "")
+                 for m, s, n in zip(t["mean"], t["std"], t["count"] if "count" in t else [full] * len(t))]
     return t.pivot_table(index=["dataset", "backbone"], columns="item_repr", values="cell", aggfunc="first")
 
 

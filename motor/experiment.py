@@ -148,6 +148,20 @@ def run(config: RunConfig | None = None, *, reuse: bool = False, save: bool = Tr
     return result
 
 
+def run_grid(configs: list[RunConfig], train_missing: bool = True, **run_kwargs) -> tuple[list[RunResult], list[str]]:
+    """Results for every config: from the registry when saved, trained (and saved) otherwise — or, with
+    ``train_missing=False``, skipped. Returns (results, run ids that are missing and were not trained)."""
+    results, missing = [], []
+    for cfg in configs:
+        if runs.exists(cfg.run_id()):
+            results.append(from_registry(cfg.run_id()))
+        elif train_missing:
+            results.append(run(cfg, **run_kwargs))
+        else:
+            missing.append(cfg.run_id())
+    return results, missing
+
+
 def from_registry(run_id: str) -> RunResult:
     r = runs.read(run_id)
     return RunResult(run_id, r["config"], r["valid"], r["test"], r["buckets"], r["history"], r["per_user"],

@@ -68,3 +68,19 @@ def test_cli_train_json(tmp_path):
     listing = subprocess.run([sys.executable, "-m", "motor", "runs"], capture_output=True, text=True, env=env,
                              check=True)
     assert "bpr" in listing.stdout
+
+
+def test_run_grid_reuses_trains_or_lists_missing(tmp_path, monkeypatch):
+    from motor.experiment import run_grid
+
+    monkeypatch.setenv("MOTOR_RUNS", str(tmp_path / "runs"))
+    cfgs = [RunConfig(dataset="synthetic", backbone="bpr", item_repr="id", seed=s, epochs=2) for s in (0, 1)]
+    done = run(cfgs[0], progress=False)
+    results, missing = run_grid(cfgs, train_missing=False)
+    assert [r.run_id for r in results] == [done.run_id] and missing == [cfgs[1].run_id()]
+    assert results[0].test == done.test and results[0].model is None  # from the registry, not retrained
+    results, missing = run_grid(cfgs, train_missing=True, progress=False)
+    assert missing == [] and [r.run_id for r in results] == [c.run_id() for c in cfgs]
+    assert runs.exists(cfgs[1].run_id())
+    table = analysis.compare_table(runs.load()[lambda d: d.run_id == done.run_id])
+    assert "(n=" not in analysis.mean_std_pivot(table).iloc[0, 0]
