@@ -60,8 +60,11 @@ def bucket_figure(buckets: pd.DataFrame, metric: str = "recall@20", title: str |
             fig.add_trace(go.Scatter(x=order + order[::-1], y=list(piv[kind]) + list(piv["id"])[::-1],
                                      fill="toself", fillcolor="rgba(214,39,40,0.12)", line=dict(width=0),
                                      hoverinfo="skip", showlegend=False))
-    for kind in piv.columns:
-        fig.add_trace(go.Scatter(x=order, y=piv[kind], mode="lines+markers", name=kind,
+    for n, kind in enumerate(piv.columns):
+        # values printed at the points: the long-tail and cold buckets are near zero at the popular bucket's scale
+        fig.add_trace(go.Scatter(x=order, y=piv[kind], mode="lines+markers+text", name=kind,
+                                 text=[f"{v:.3f}" for v in piv[kind]], textfont=dict(color=COLORS.get(kind)),
+                                 textposition="bottom right" if n % 2 else "top left",
                                  line=dict(color=COLORS.get(kind))))
     fig.update_layout(title=title or f"{metric} by item popularity (train interactions)",
                       xaxis_title="item popularity bucket", yaxis_title=metric, template="plotly_white")
