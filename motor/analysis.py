@@ -124,8 +124,11 @@ def results_markdown(df: pd.DataFrame, k: int = 20, baseline: str = "id") -> str
     t = t.rename(columns={"improvement_%_r": "imp"})
     lines = [f"| dataset | backbone | item repr | Recall@{k} | NDCG@{k} | seeds | Recall vs {baseline} |",
              "|---|---|---|---|---|---|---|"]
+    def cell(mean, std, n):  # a single run has no spread to show
+        return f"{mean:.4f}" if n < 2 or pd.isna(std) else f"{mean:.4f} ± {std:.4f}"
+
     for r in t.itertuples():
         imp = "—" if r.item_repr == baseline or pd.isna(r.imp) else f"{r.imp:+.1f} %"
-        lines.append(f"| {r.dataset} | {r.backbone} | {r.item_repr} | {r.mean_r:.4f} ± {0 if pd.isna(r.std_r) else r.std_r:.4f} "
-                     f"| {r.mean_n:.4f} ± {0 if pd.isna(r.std_n) else r.std_n:.4f} | {r.count_r} | {imp} |")
+        lines.append(f"| {r.dataset} | {r.backbone} | {r.item_repr} | {cell(r.mean_r, r.std_r, r.count_r)} "
+                     f"| {cell(r.mean_n, r.std_n, r.count_r)} | {r.count_r} | {imp} |")
     return "\n".join(lines)

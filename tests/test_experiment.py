@@ -27,7 +27,7 @@ def test_run_saves_and_registry_loads(tmp_path, monkeypatch):
     assert table.set_index("item_repr").loc["id", "improvement_%"] == 0
     assert set(analysis.main_runs(df).run_id) == {a.run_id}  # the D=2 run is not a main-comparison run
     md = analysis.results_markdown(df)
-    assert f"| synthetic | lightgcn | id | {a.test['recall@20']:.4f} ± 0.0000" in md
+    assert f"| synthetic | lightgcn | id | {a.test['recall@20']:.4f} | {a.test['ndcg@20']:.4f} | 1 | — |" in md
     sig = analysis.significance_table(df)
     assert len(sig) == 1 and 0 <= sig.t_pvalue.iloc[0] <= 1
     saved = runs.read(a.run_id)

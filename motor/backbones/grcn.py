@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import Backbone, bpr_loss
+from .base import Backbone, bpr_loss, take
 from .features import modality_features
 
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta", category=UserWarning)
@@ -120,9 +120,9 @@ def segment_softmax(scores: torch.Tensor, index: torch.Tensor, n: int) -> torch.
     """Softmax of ``scores`` (E,) within groups of equal ``index`` (E,) over ``n`` groups."""
     top = torch.full((n,), -float("inf"), device=scores.device, dtype=scores.dtype)
     top = top.scatter_reduce(0, index, scores.detach(), "amax", include_self=True)  # a shift: no gradient needed
-    e = (scores - top[index]).exp()
+    e = (scores - top.index_select(0, index)).exp()
     total = torch.zeros(n, device=scores.device, dtype=scores.dtype).index_add(0, index, e)
-    return e / total[index]
+    return e / total.index_select(0, index)  # index_select: its backward is an index_add, not a sorted index_put
 
 
 class GRCN(Backbone):
@@ -181,8 +181,9 @@ class GRCN(Backbone):
         contents, to_item, to_user = zip(*(self.content_graph(m, g) for m in self.modalities))
         # graph refining: weight of j -> k is max_m alpha^m c^m_j, edges with negative confidence are pruned
         item_conf = self.item_confidence(items)
-        w_to_item = torch.relu((torch.stack(to_item, 1) * self.user_confidence[self.edge_users]).max(1).values)
-        w_to_user = torch.relu((torch.stack(to_user, 1) * item_conf[self.edge_items]).max(1).values)
+        user_conf = self.user_confidence.index_select(0, self.edge_users)
+        w_to_item = torch.relu((torch.stack(to_item, 1) * user_conf).max(1).values)
+        w_to_user = torch.relu((torch.stack(to_user, 1) * item_conf.index_select(0, self.edge_items)).max(1).values)
         ego = torch.cat([self.user_emb, items])
         x = F.normalize(ego)
         out, h = x, x
@@ -198,9 +199,10 @@ class GRCN(Backbone):
 
     def loss(self, users, pos, neg):
         out, ego = self.forward_all()
-        u, i = out[: self.n_users], out[self.n_users:]
-        base = bpr_loss((u[users] * i[pos]).sum(1), (u[users] * i[neg]).sum(1))
-        ue, ie = ego[: self.n_users], ego[self.n_users:]
-        reg = (ue[users].pow(2).mean() + ie[torch.cat([pos, neg])].pow(2).mean()
-               + sum(self.preferences[m][users].pow(2).mean() for m in self.modalities))
+        rows = (users, pos + self.n_users, neg + self.n_users)  # users then items in the joint matrices
+        u, ip, ineg = take(out, *rows)
+        base = bpr_loss((u * ip).sum(1), (u * ineg).sum(1))
+        ue, ie = take(ego, users, torch.cat(rows[1:]))
+        reg = (ue.pow(2).mean() + ie.pow(2).mean()
+               + sum(self.preferences[m].index_select(0, users).pow(2).mean() for m in self.modalities))
         return base + self.reg_weight * reg

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from .base import Backbone, bpr_loss, l2_reg
-from .features import stacked_features
+from .features import project_rows, stacked_features
 
 
 class VBPR(Backbone):
@@ -21,8 +21,8 @@ class VBPR(Backbone):
         self.reg_weight = reg_weight
 
     def items(self, index=None):
-        f = self.features if index is None else self.features[index]
-        return torch.cat([self.item_repr(index), self.proj(f)], dim=1)
+        content = self.proj(self.features) if index is None else project_rows(self.proj, self.features, index)
+        return torch.cat([self.item_repr(index), content], dim=1)
 
     def embeddings(self):
         return self.user_emb, self.items()
