@@ -73,7 +73,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--datasets", nargs="*", default=["ml100k", "baby"])
     ap.add_argument("--backbones", nargs="*", default=None)
-    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--child", nargs=3, default=None)
     a = ap.parse_args()
     if a.child:
