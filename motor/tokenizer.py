@@ -263,3 +263,15 @@ def collisions(token_ids: dict[str, np.ndarray]) -> dict[str, int]:
         _, inverse, counts = np.unique(ids, axis=0, return_inverse=True, return_counts=True)
         out[m] = int((counts[inverse.ravel()] > 1).sum())
     return out
+
+
+def same_id_every_position(token_ids: dict[str, np.ndarray]) -> dict[str, float]:
+    """Per modality, the fraction of items whose token id is the same at every position (e.g. 231 231 231 231).
+
+    Chance level is K^-(D-1). It is far higher with faiss's PQ: every sub-quantizer's k-means starts from the
+    items (one seed), so centroid j starts from the same item in every sub-space; sub-spaces of real features are
+    correlated, the clusters stay aligned, and items near that item get code j everywhere (scientific, D=4: 21 %
+    of items for image, 29 % for text; ml100k: 15 % and 16 %). Position tables are separate, so this is not a
+    collision, but those items' positions carry correlated rather than independent information.
+    """
+    return {m: float((ids == ids[:, :1]).all(axis=1).mean()) for m, ids in token_ids.items() if ids.shape[1] > 1}

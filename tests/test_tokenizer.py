@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 import motor
-from motor.tokenizer import PQTokenizer, collisions, fit_tokenizer, items_per_token, token_stats, tokenize
+from motor.tokenizer import (PQTokenizer, collisions, fit_tokenizer, items_per_token, same_id_every_position,
+                             token_stats, tokenize)
 
 
 @pytest.fixture(scope="module")
@@ -104,3 +105,8 @@ def test_text_tokens_share_semantics(small_synth):
     np.fill_diagonal(shared, 0)
     same = cluster[:, None] == cluster[None, :]
     assert same[shared >= 2].mean() > 3 * same.mean()
+
+
+def test_same_id_every_position_fraction():
+    ids = {"text": np.array([[3, 3, 3], [1, 2, 3], [0, 0, 0], [5, 5, 4]]), "image": np.array([[1], [2], [3], [4]])}
+    assert same_id_every_position(ids) == {"text": 0.5}  # one position: nothing to compare
