@@ -3,11 +3,13 @@
 Bars (issue 3): tokenizing `scientific` (both modalities, D=4) < 5 s; a 30,000 x 4096 matrix < 60 s; distortion
 within 5 % of faiss's default settings. Run: `python benchmarks/bench_tokenizer.py [--skip-defaults-4096]`.
 """
+import os
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # two OpenMP runtimes (faiss, torch) share the cores
 from common import header  # noqa: E402
 
 import numpy as np  # noqa: E402
