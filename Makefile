@@ -22,9 +22,12 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	@touch $(STAMP)
 
+# Training jobs: OpenMP threads spin between the many small parallel ops of an epoch instead of sleeping
+# (LightGCN on ml100k, 2 cores: 0.30 s vs 0.46 s per epoch). Override with OMP_WAIT_POLICY=PASSIVE.
+TRAIN_ENV := OMP_WAIT_POLICY=$${OMP_WAIT_POLICY:-ACTIVE}
 run: $(STAMP)
 	@mkdir -p reports
-	$(VENV)/bin/papermill -k python3 --cwd notebooks notebooks/02_train.ipynb reports/02_train-$(DATASET)-$(BACKBONE).ipynb \
+	$(TRAIN_ENV) $(VENV)/bin/papermill -k python3 --cwd notebooks notebooks/02_train.ipynb reports/02_train-$(DATASET)-$(BACKBONE).ipynb \
 		-p dataset $(DATASET) -p backbone $(BACKBONE)
 	@echo "executed notebook: reports/02_train-$(DATASET)-$(BACKBONE).ipynb"
 
@@ -44,6 +47,6 @@ NOTEBOOKS := $(sort $(wildcard notebooks/0*.ipynb))
 reports: $(STAMP)
 	@for d in $(REPORT_DATASETS); do mkdir -p reports/$$d; for nb in $(NOTEBOOKS); do \
 		out=reports/$$d/$$(basename $$nb); \
-		$(VENV)/bin/papermill -k python3 --cwd notebooks $$nb $$out -p dataset $$d -p fast False || exit 1; \
+		$(TRAIN_ENV) $(VENV)/bin/papermill -k python3 --cwd notebooks $$nb $$out -p dataset $$d -p fast False || exit 1; \
 		$(VENV)/bin/jupyter nbconvert --to html $$out --output-dir reports/$$d >/dev/null || exit 1; \
 	done; done
