@@ -5,8 +5,8 @@ import platform
 THREADS = int(os.environ.get("BENCH_THREADS", "2"))
 for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
     os.environ.setdefault(var, str(THREADS))
-# OMP_WAIT_POLICY is left at the runtime's default (what a user's run gets): PASSIVE makes worker threads sleep
-# after every parallel region and slowed LightGCN epochs on ml100k from 0.27 s to 0.51 s. bench_tokenizer.py
+# OMP_WAIT_POLICY is left as the caller has it (the runtime default unless set). LightGCN on ml100k, s/epoch:
+# ACTIVE 0.27-0.30, default 0.46, PASSIVE 0.51 (worker threads sleep after every parallel region). bench_tokenizer.py
 # sets PASSIVE itself (faiss and torch each bring an OpenMP runtime; spinning ones compete for the 2 cores).
 
 
