@@ -153,10 +153,8 @@ def run_grid(configs: list[RunConfig], train_missing: bool = True, **run_kwargs)
     ``train_missing=False``, skipped. Returns (results, run ids that are missing and were not trained)."""
     results, missing = [], []
     for cfg in configs:
-        if runs.exists(cfg.run_id()):
-            results.append(from_registry(cfg.run_id()))
-        elif train_missing:
-            results.append(run(cfg, **run_kwargs))
+        if train_missing or runs.exists(cfg.run_id()):
+            results.append(run(cfg, reuse=True, **run_kwargs))  # reuse: a saved run is read, not retrained
         else:
             missing.append(cfg.run_id())
     return results, missing

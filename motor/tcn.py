@@ -4,9 +4,10 @@
   ``sum_{x<y} w_x w_y e_x * e_y`` and a high-order MLP over their concatenation (eq. 7).
 * :func:`cross_all_items` — the same networks evaluated for every item at once. Every term is a sum over
   positions of something that depends on one token only (``w_x e_x``, ``(w_x e_x)^2`` and the first MLP layer's
-  d-column block ``W_x e_x``), so they are computed once per *token* (P x K rows) and summed per item by one
-  sparse product with the item-token incidence matrix; a hand-written backward avoids the slice / concatenate
-  bookkeeping that dominated autograd's version. Tested against the direct form and a naive loop.
+  d-column block ``W_x e_x``), so they are computed once per *token* (P x K rows, :func:`token_rows`) and summed
+  per item by one ``embedding_bag``; the hand-written backward scatters with one product by the transposed
+  item-token incidence matrix and avoids the slice / concatenate bookkeeping that dominated autograd's version.
+  Tested against the direct form and a naive loop.
 """
 from __future__ import annotations
 
@@ -19,6 +20,16 @@ from torch import nn
 from .sparse import csr_pair
 
 _ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "gelu": nn.GELU, "sigmoid": nn.Sigmoid}
+
+
+def token_rows(tables: torch.Tensor, w: torch.Tensor, w1: torch.Tensor) -> torch.Tensor:
+    """Per-token parts of eqs. 5-7 on the (P, K, d) tables: ``[w_x e | (w_x e)^2 | W_x e]`` -> (P, K, 2d + h).
+
+    ``w`` (P,) position weights; ``w1`` (h, P, d) the first MLP layer's weight split into its d-column blocks (the
+    layer applied to a concatenation is the sum of its blocks applied to the parts).
+    """
+    scaled = w[:, None, None] * tables
+    return torch.cat([scaled, scaled * scaled, torch.einsum("pkd,hpd->pkh", tables, w1)], dim=-1)
 
 
 def second_order(weighted: torch.Tensor) -> torch.Tensor:
@@ -67,9 +78,7 @@ class CrossNetwork(nn.Module):
         (:meth:`finish` completes the network), so the cost per item is O(P d) instead of O(P d h).
         """
         first = self.mlp[0]
-        scaled = self.w[:, None, None] * tables
-        proj = torch.einsum("pkd,hpd->pkh", tables, first.weight.view(first.out_features, *tables.shape[::2]))
-        return torch.cat([scaled, scaled * scaled, proj], dim=-1)
+        return token_rows(tables, self.w, first.weight.view(first.out_features, *tables.shape[::2]))
 
     def finish(self, sums: torch.Tensor) -> torch.Tensor:
         """(n, 2d + h) position-sums of :meth:`token_tables` rows -> (n, d) item vectors."""
@@ -90,10 +99,9 @@ class _TokenSums(torch.autograd.Function):
     @staticmethod
     def forward(ctx, tables, w, w1, ids, offsets, inc_t):
         n_pos, k, d = tables.shape
-        scaled = w[:, None, None] * tables
-        rows = torch.cat([scaled, scaled * scaled, torch.einsum("pkd,hpd->pkh", tables, w1)], -1)
+        rows = token_rows(tables, w, w1)
         sums = F.embedding_bag(ids, rows.view(n_pos * k, -1), offsets, mode="sum")
-        ctx.save_for_backward(tables, w, w1, scaled)
+        ctx.save_for_backward(tables, w, w1, rows[..., :d])  # w_x e, for the backward of its square
         ctx.inc_t = inc_t
         return sums[:, :d], sums[:, d:2 * d], sums[:, 2 * d:]
 

@@ -116,6 +116,15 @@ def take(x: torch.Tensor, *indices: torch.Tensor) -> tuple[torch.Tensor, ...]:
     return x.index_select(0, torch.cat(indices)).split([len(i) for i in indices])
 
 
+def joint_bpr_loss(out: torch.Tensor, ego: torch.Tensor, n_users: int, users: torch.Tensor, pos: torch.Tensor,
+                   neg: torch.Tensor, reg_weight: float) -> torch.Tensor:
+    """BPR on the rows of a joint [users; items] output plus ``reg_weight`` x L2 on the same rows of the ego
+    matrix (LightGCN, LayerGCN)."""
+    rows = (users, pos + n_users, neg + n_users)
+    u, ip, ineg = take(out, *rows)
+    return bpr_loss((u * ip).sum(1), (u * ineg).sum(1)) + reg_weight * l2_reg(*take(ego, *rows))
+
+
 def bpr_loss(pos_scores: torch.Tensor, neg_scores: torch.Tensor) -> torch.Tensor:
     """-mean log sigmoid(y_ui - y_uj) (Rendle et al. 2009)."""
     return -F.logsigmoid(pos_scores - neg_scores).mean()

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import Backbone, bpr_loss, l2_reg, take
+from .base import Backbone, joint_bpr_loss
 from .graph import PrunedAdjacency, spmm
 
 
@@ -39,7 +39,4 @@ class LayerGCN(Backbone):
 
     def loss(self, users, pos, neg):
         ego, out = self._forward(self.graph.pruned)
-        rows = (users, pos + self.n_users, neg + self.n_users)  # users then items in the joint matrices
-        u, ip, ineg = take(out, *rows)
-        base = bpr_loss((u * ip).sum(1), (u * ineg).sum(1))
-        return base + self.reg_weight * l2_reg(*take(ego, *rows))
+        return joint_bpr_loss(out, ego, self.n_users, users, pos, neg, self.reg_weight)

@@ -7,7 +7,7 @@ Defaults (MMRec): dim 64, n_layers 2, reg_weight 1e-4.
 import torch
 from torch import nn
 
-from .base import Backbone, bpr_loss, l2_reg, take
+from .base import Backbone, joint_bpr_loss
 from .graph import layer_mean, normalized_adjacency
 
 
@@ -28,7 +28,4 @@ class LightGCN(Backbone):
     def loss(self, users, pos, neg):
         ego = self.ego()
         out = layer_mean(self.adj, ego, self.n_layers)
-        rows = (users, pos + self.n_users, neg + self.n_users)  # users then items in the joint matrices
-        u, ip, ineg = take(out, *rows)
-        base = bpr_loss((u * ip).sum(1), (u * ineg).sum(1))
-        return base + self.reg_weight * l2_reg(*take(ego, *rows))
+        return joint_bpr_loss(out, ego, self.n_users, users, pos, neg, self.reg_weight)
