@@ -35,7 +35,7 @@ class IDEmbedding(nn.Module):
         nn.init.xavier_uniform_(self.weight)
 
     def forward(self, index: torch.Tensor | None = None) -> torch.Tensor:
-        return self.weight if index is None else self.weight[index]
+        return self.weight if index is None else self.weight.index_select(0, index)
 
     def n_parameters(self) -> int:
         return self.weight.numel()
@@ -98,12 +98,12 @@ class TokenRepresentation(nn.Module):
     def forward(self, index: torch.Tensor | None = None) -> torch.Tensor:
         if index is None or 4 * index.numel() >= self.n_items:
             out = self._represent(None)  # cheaper to represent every item once than a large batch with repeats
-            return out if index is None else out[index]
+            return out if index is None else out.index_select(0, index)
         if index.numel() > 64:
             # batches repeat items (popular ones often): represent each distinct item once
             uniq, inverse = torch.unique(index, return_inverse=True)
             if len(uniq) < index.numel():
-                return self._represent(uniq)[inverse]
+                return self._represent(uniq).index_select(0, inverse)
         return self._represent(index)
 
     def _bag_starts(self, per_modality: bool) -> list[int]:

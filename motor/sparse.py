@@ -3,12 +3,18 @@
 :func:`spmm` keeps CSR copies of the matrix and of its transpose (built once per tensor, dropped when it is
 freed), so the forward and the backward pass are each one CSR product: torch's COO backward transposes and
 re-sorts the matrix on every call (about 4x slower on CPU) and accumulates non-deterministically.
+
+:func:`csr_mm` is that CSR product. On CPU it runs as a weighted ``embedding_bag`` (row r of A is a bag of the
+rows of x named by its column indices, weighted by its values), which uses torch's FBGEMM gather-sum kernel:
+3-4x faster than ``torch.sparse.mm`` on CPU for graph-sized products (26.5k x 26.5k, 256k non-zeros, d = 64:
+about 4.8 vs 14.3 ms on one thread). Other devices use ``torch.sparse.mm`` (cuSPARSE).
 """
 from __future__ import annotations
 
 import weakref
 
 import torch
+import torch.nn.functional as F
 
 
 _CSR_CACHE: dict[int, tuple] = {}
@@ -26,6 +32,17 @@ def csr_pair(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return pair
 
 
+def csr_mm(a_csr: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``a_csr @ x`` for a sparse CSR matrix and a dense 2-D ``x`` (same result as ``torch.sparse.mm``)."""
+    if a_csr.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
+        return torch.sparse.mm(a_csr, x)
+    crow, col = a_csr.crow_indices(), a_csr.col_indices()
+    if crow.dtype != col.dtype:
+        crow = crow.to(col.dtype)
+    return F.embedding_bag(col, x.contiguous(), crow, mode="sum", per_sample_weights=a_csr.values().to(x.dtype),
+                           include_last_offset=True)
+
+
 class _CSRMatmul(torch.autograd.Function):
     """y = A x with A fixed: forward with CSR(A), backward with the cached CSR(A^T). torch's COO backward
     transposes and re-sorts A on every call (about 4x slower on CPU) and accumulates non-deterministically."""
@@ -33,11 +50,11 @@ class _CSRMatmul(torch.autograd.Function):
     @staticmethod
     def forward(ctx, a_csr, a_t_csr, x):
         ctx.a_t_csr = a_t_csr
-        return torch.sparse.mm(a_csr, x)
+        return csr_mm(a_csr, x)
 
     @staticmethod
     def backward(ctx, grad):
-        return None, None, torch.sparse.mm(ctx.a_t_csr, grad.contiguous())
+        return None, None, csr_mm(ctx.a_t_csr, grad)
 
 
 def spmm(a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

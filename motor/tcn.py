@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .sparse import csr_pair
+from .sparse import csr_mm, csr_pair
 
 _ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "gelu": nn.GELU, "sigmoid": nn.Sigmoid}
 
@@ -110,7 +110,7 @@ class _TokenSums(torch.autograd.Function):
         tables, w, w1, scaled = ctx.saved_tensors
         n_pos, k, d = tables.shape
         parts = [torch.zeros_like(g) if g is None else g for g in (g1, g2, g3)]
-        grad_rows = torch.sparse.mm(ctx.inc_t, torch.cat(parts, 1).contiguous()).view(n_pos, k, -1)
+        grad_rows = csr_mm(ctx.inc_t, torch.cat(parts, 1)).view(n_pos, k, -1)
         g_one, g_sq, g_proj = grad_rows[..., :d], grad_rows[..., d:2 * d], grad_rows[..., 2 * d:]
         g_scaled = g_one + 2.0 * scaled * g_sq
         g_tables = w[:, None, None] * g_scaled + torch.einsum("pkh,hpd->pkd", g_proj, w1)

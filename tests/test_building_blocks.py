@@ -67,3 +67,15 @@ def test_info_nce_equals_cross_entropy_in_value_and_gradient():
     torch.testing.assert_close(gb, wb)
     big = info_nce(a.detach() * 1e3, b.detach(), 0.2)  # large logits: no overflow
     assert torch.isfinite(big)
+
+
+def test_csr_mm_equals_dense_product_with_empty_rows_and_both_dtypes():
+    from motor.sparse import csr_mm
+
+    dense = torch.zeros(6, 5)
+    dense[0, 1], dense[0, 4], dense[3, 0], dense[5, 4], dense[5, 2] = 0.5, -2.0, 3.0, 1.5, 0.25  # rows 1, 2, 4 empty
+    for dtype in (torch.float32, torch.float64):
+        x = torch.randn(3, 5, dtype=dtype).T  # not contiguous
+        got = csr_mm(dense.to_sparse_csr(), x)
+        torch.testing.assert_close(got, dense.to(dtype) @ x)
+        assert got.dtype == dtype and got[[1, 2, 4]].abs().sum() == 0

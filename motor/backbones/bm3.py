@@ -71,7 +71,7 @@ class BM3(Backbone):
 
     def loss(self, users, pos, neg=None):
         u_all, i_all = self.online()
-        u, i = u_all[users], i_all[pos]
+        u, i = u_all.index_select(0, users), i_all.index_select(0, pos)
         with torch.no_grad():  # target views: dropout of the online vectors, stop-gradient
             u_target, i_target = dropout(u, self.dropout), dropout(i, self.dropout)
         graph = cos_loss(self.predictor(u), i_target) + cos_loss(self.predictor(i), u_target)

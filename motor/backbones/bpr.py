@@ -19,7 +19,7 @@ class BPR(Backbone):
         return self.user_emb, self.item_repr()
 
     def loss(self, users, pos, neg):
-        u = self.user_emb[users]
+        u = self.user_emb.index_select(0, users)
         items = self.item_repr(torch.cat([pos, neg]))  # only the rows this batch needs
         ip, ineg = items[: len(pos)], items[len(pos):]
         return bpr_loss((u * ip).sum(1), (u * ineg).sum(1)) + self.reg_weight * l2_reg(u, ip, ineg)

@@ -22,4 +22,4 @@ def project_rows(linear: torch.nn.Module, features: torch.Tensor, index: torch.T
     if 4 * index.numel() >= features.shape[0]:
         return linear(features).index_select(0, index)
     distinct, inverse = torch.unique(index, return_inverse=True)
-    return linear(features[distinct])[inverse]
+    return linear(features.index_select(0, distinct)).index_select(0, inverse)

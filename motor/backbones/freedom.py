@@ -74,7 +74,7 @@ class FREEDOM(Backbone):
 
     def loss(self, users, pos, neg):
         u_all, i_all = self.forward_graphs(self.graph.pruned)
-        u = u_all[users]
+        u = u_all.index_select(0, users)
         ip, ineg = take(i_all, pos, neg)
         base = bpr_loss((u * ip).sum(1), (u * ineg).sum(1))
         modal = 0.0

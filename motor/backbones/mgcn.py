@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import Backbone, bpr_loss, info_nce
+from .base import Backbone, bpr_loss, info_nce, take
 from .features import modality_features
 from .graph import bipartite_edges, cached_knn_graph, layer_mean, normalized_adjacency, propagate, spmm
 
@@ -109,9 +109,11 @@ class MGCN(Backbone):
         content, side = self.forward_views()
         out = content + side
         u_all, i_all = out[: self.n_users], out[self.n_users:]
-        u, p, n = u_all[users], i_all[pos], i_all[neg]
+        u = u_all.index_select(0, users)
+        p, n = take(i_all, pos, neg)
         base = bpr_loss((u * p).sum(1), (u * n).sum(1))
         reg = 0.5 * (u.pow(2).sum() + p.pow(2).sum() + n.pow(2).sum()) / len(users)
-        cl = (info_nce(*_unit(side[self.n_users:][pos], content[self.n_users:][pos]), self.tau)
-              + info_nce(*_unit(side[: self.n_users][users], content[: self.n_users][users]), self.tau))
+        rows = pos + self.n_users
+        cl = (info_nce(*_unit(side.index_select(0, rows), content.index_select(0, rows)), self.tau)
+              + info_nce(*_unit(side.index_select(0, users), content.index_select(0, users)), self.tau))
         return base + self.reg_weight * reg + self.cl_loss * cl

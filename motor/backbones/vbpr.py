@@ -28,7 +28,7 @@ class VBPR(Backbone):
         return self.user_emb, self.items()
 
     def loss(self, users, pos, neg):
-        u = self.user_emb[users]
+        u = self.user_emb.index_select(0, users)
         items = self.items(torch.cat([pos, neg]))
         ip, ineg = items[: len(pos)], items[len(pos):]
         return bpr_loss((u * ip).sum(1), (u * ineg).sum(1)) + self.reg_weight * l2_reg(u, ip, ineg)
