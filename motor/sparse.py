@@ -32,14 +32,19 @@ def csr_pair(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return pair
 
 
-def csr_mm(a_csr: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """``a_csr @ x`` for a sparse CSR matrix and a dense 2-D ``x`` (same result as ``torch.sparse.mm``)."""
+def csr_mm(a_csr: torch.Tensor, x: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+    """``scale * (a_csr @ x)`` for a sparse CSR matrix and a dense 2-D ``x`` (as ``torch.sparse.mm``); on CPU the
+    scale is folded into the matrix values, so it costs no pass over the output."""
     if a_csr.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
-        return torch.sparse.mm(a_csr, x)
+        out = torch.sparse.mm(a_csr, x)
+        return out if scale == 1.0 else out.mul_(scale)
     crow, col = a_csr.crow_indices(), a_csr.col_indices()
     if crow.dtype != col.dtype:
         crow = crow.to(col.dtype)
-    return F.embedding_bag(col, x.contiguous(), crow, mode="sum", per_sample_weights=a_csr.values().to(x.dtype),
+    weights = a_csr.values().to(x.dtype)
+    if scale != 1.0:
+        weights = weights * scale
+    return F.embedding_bag(col, x.contiguous(), crow, mode="sum", per_sample_weights=weights,
                            include_last_offset=True)
 
 

@@ -1,9 +1,10 @@
 """The small shared helpers the backbones are built from: each one equals its plain definition."""
+import pytest
 import torch
 
 from motor.backbones.base import dropout, take
 from motor.backbones.features import project_rows
-from motor.backbones.graph import layer_mean, propagate
+from motor.backbones.graph import layer_mean, layer_mean_rows, propagate
 from motor.perf import keep_freed_memory
 
 
@@ -26,6 +27,56 @@ def test_layer_mean_equals_stacked_mean():
     a = torch.randn(6, 6).relu().to_sparse()
     x = torch.randn(6, 4)
     torch.testing.assert_close(layer_mean(a, x, 3), torch.stack(propagate(a, x, 3)).mean(0))
+
+
+@pytest.mark.parametrize("n_layers", [0, 1, 2, 3])
+def test_fused_layer_mean_and_its_rows_match_dense_in_value_and_gradient(n_layers):
+    """The hand-written backward of the fused layer mean against autograd through dense products (float64, a
+    non-symmetric matrix so a missing transpose shows, an empty row, and repeated rows)."""
+    g = torch.Generator().manual_seed(n_layers)
+    dense = torch.randn(7, 7, generator=g, dtype=torch.float64).relu()
+    dense[3] = 0.0
+    a = dense.to_sparse()
+    rows = torch.tensor([0, 5, 5, 3, 6, 1])
+    up = torch.randn(7, 3, generator=g, dtype=torch.float64)
+    up_rows, up_ego = torch.randn(6, 3, generator=g, dtype=torch.float64), torch.randn(6, 3, generator=g,
+                                                                                       dtype=torch.float64)
+
+    def reference(x):
+        return _dense_layer_mean(dense, x, n_layers)
+
+    x0 = torch.randn(7, 3, generator=g, dtype=torch.float64)
+    x, xr = x0.clone().requires_grad_(), x0.clone().requires_grad_()
+    (reference(x) * up).sum().backward()
+    fx = x0.clone().requires_grad_()
+    out = layer_mean(a, fx, n_layers)
+    (out * up).sum().backward()
+    torch.testing.assert_close(out, reference(x0))
+    torch.testing.assert_close(fx.grad, x.grad)
+
+    (reference(xr)[rows] * up_rows + xr[rows] * up_ego).sum().backward()
+    fr = x0.clone().requires_grad_()
+    got, ego_rows = layer_mean_rows(a, fr, n_layers, rows)
+    (got * up_rows + ego_rows * up_ego).sum().backward()
+    torch.testing.assert_close(got, reference(x0)[rows])
+    torch.testing.assert_close(ego_rows, x0[rows])
+    torch.testing.assert_close(fr.grad, xr.grad)
+    fr.grad = None
+    layer_mean_rows(a, fr, n_layers, rows)[0].sum().backward()  # the ego rows unused: their gradient is None
+    torch.testing.assert_close(fr.grad, _rows_grad(dense, x0, rows, n_layers))
+
+
+def _dense_layer_mean(dense, x, n_layers):
+    layers = [x]
+    for _ in range(n_layers):
+        layers.append(dense @ layers[-1])
+    return torch.stack(layers).mean(0)
+
+
+def _rows_grad(dense, x0, rows, n_layers):
+    x = x0.clone().requires_grad_()
+    _dense_layer_mean(dense, x, n_layers)[rows].sum().backward()
+    return x.grad
 
 
 def test_dropout_rate_scale_seed_and_eval():

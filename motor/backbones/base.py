@@ -116,13 +116,16 @@ def take(x: torch.Tensor, *indices: torch.Tensor) -> tuple[torch.Tensor, ...]:
     return x.index_select(0, torch.cat(indices)).split([len(i) for i in indices])
 
 
-def joint_bpr_loss(out: torch.Tensor, ego: torch.Tensor, n_users: int, users: torch.Tensor, pos: torch.Tensor,
-                   neg: torch.Tensor, reg_weight: float) -> torch.Tensor:
-    """BPR on the rows of a joint [users; items] output plus ``reg_weight`` x L2 on the same rows of the ego
-    matrix (LightGCN, LayerGCN)."""
-    rows = (users, pos + n_users, neg + n_users)
-    u, ip, ineg = take(out, *rows)
-    return bpr_loss((u * ip).sum(1), (u * ineg).sum(1)) + reg_weight * l2_reg(*take(ego, *rows))
+def joint_rows(n_users: int, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+    """Rows of a joint [users; items] matrix for a batch: [users, positives, negatives] concatenated."""
+    return torch.cat([users, pos + n_users, neg + n_users])
+
+
+def joint_bpr_loss(out_rows: torch.Tensor, ego_rows: torch.Tensor, reg_weight: float) -> torch.Tensor:
+    """BPR on the :func:`joint_rows` rows of a joint [users; items] output plus ``reg_weight`` x L2 on the same
+    rows of the ego matrix (LightGCN, LayerGCN)."""
+    u, ip, ineg = out_rows.chunk(3)
+    return bpr_loss((u * ip).sum(1), (u * ineg).sum(1)) + reg_weight * l2_reg(*ego_rows.chunk(3))
 
 
 def bpr_loss(pos_scores: torch.Tensor, neg_scores: torch.Tensor) -> torch.Tensor:

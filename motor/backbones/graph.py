@@ -15,7 +15,7 @@ import scipy.sparse as sp
 import torch
 
 from ..cache import cache_dir, content_key, load_npz, save_npz
-from ..sparse import spmm
+from ..sparse import csr_mm, csr_pair, spmm
 
 
 def bipartite_edges(train: sp.csr_matrix) -> tuple[torch.Tensor, torch.Tensor]:
@@ -86,13 +86,76 @@ def propagate(adj: torch.Tensor, ego: torch.Tensor, n_layers: int) -> list[torch
     return layers
 
 
+class _LayerMean(torch.autograd.Function):
+    """mean(E, A E, ..., A^L E), or only its rows ``rows`` together with E[rows], with a hand-written backward.
+
+    Forward: h_1 = s A E and h_l = A h_{l-1} (s = 1/(L+1) folded into the first product), summed in place into the
+    last product. Backward, by linearity: dE = s G + s A^T G + ... + s (A^T)^L G, the same recurrence with A^T. With
+    ``rows`` the output is a gather and the incoming gradient is scattered once into G (the last layer itself is
+    still computed in full: its rows need all of the previous layer). Autograd's version of the same sum spent most
+    of a LightGCN step on full-size adds, divisions and gradient accumulations, not on the sparse products.
+    """
+
+    @staticmethod
+    def forward(ctx, ego, a, a_t, n_layers, rows):
+        s = 1.0 / (n_layers + 1)
+        ctx.a_t, ctx.n_layers, ctx.n = a_t, n_layers, ego.shape[0]
+        ctx.save_for_backward(*([] if rows is None else [rows]))
+        hs = [csr_mm(a, ego, s)]
+        for _ in range(n_layers - 1):
+            hs.append(csr_mm(a, hs[-1]))
+        if rows is None:
+            acc = hs[-1]
+            for h in hs[:-1]:
+                acc.add_(h)
+            return acc.add_(ego, alpha=s), ego.new_empty(0)
+        ego_rows = ego.index_select(0, rows)
+        acc = ego_rows * s
+        for h in hs:
+            acc.add_(h.index_select(0, rows))
+        return acc, ego_rows
+
+    @staticmethod
+    def backward(ctx, g, g_ego_rows):
+        if not ctx.needs_input_grad[0]:
+            return None, None, None, None, None
+        s, rows = 1.0 / (ctx.n_layers + 1), (ctx.saved_tensors or [None])[0]
+        if rows is not None:  # scatter the row gradients once; the s * G term is added back sparsely below
+            big = g.new_zeros(ctx.n, g.shape[1]).index_add_(0, rows, g)
+        else:
+            big = g.contiguous()
+        ts = [csr_mm(ctx.a_t, big, s)]
+        for _ in range(ctx.n_layers - 1):
+            ts.append(csr_mm(ctx.a_t, ts[-1]))
+        grad = ts[-1]
+        for t in ts[:-1]:
+            grad.add_(t)
+        if rows is None:
+            return grad.add_(big, alpha=s), None, None, None, None
+        # gradients of unused outputs arrive as zeros (autograd materialises them)
+        return grad.index_add_(0, rows, torch.add(g_ego_rows, g, alpha=s)), None, None, None, None
+
+
 def layer_mean(adj: torch.Tensor, ego: torch.Tensor, n_layers: int) -> torch.Tensor:
-    """mean(E_0, A E_0, ..., A^L E_0) — LightGCN's layer combination — accumulated without stacking."""
-    acc, h = ego, ego
-    for _ in range(n_layers):
-        h = spmm(adj, h)
-        acc = acc + h
-    return acc / (n_layers + 1)
+    """mean(E_0, A E_0, ..., A^L E_0) — LightGCN's layer combination (fused; see :class:`_LayerMean`)."""
+    if n_layers == 0:
+        return ego
+    if adj.requires_grad:  # a learned adjacency: let autograd differentiate the products
+        acc, h = ego, ego
+        for _ in range(n_layers):
+            h = spmm(adj, h)
+            acc = acc + h
+        return acc / (n_layers + 1)
+    return _LayerMean.apply(ego, *csr_pair(adj), n_layers, None)[0]
+
+
+def layer_mean_rows(adj: torch.Tensor, ego: torch.Tensor, n_layers: int,
+                    rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(layer_mean(adj, ego, n_layers)[rows], ego[rows])`` without materialising the full mean or its gradient
+    (LightGCN's loss reads only the batch rows)."""
+    if n_layers == 0 or adj.requires_grad:
+        return layer_mean(adj, ego, n_layers).index_select(0, rows), ego.index_select(0, rows)
+    return _LayerMean.apply(ego, *csr_pair(adj), n_layers, rows)
 
 
 def knn_graph(features: np.ndarray | torch.Tensor, k: int = 10, chunk: int = 4096,

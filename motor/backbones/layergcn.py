@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import Backbone, joint_bpr_loss
+from .base import Backbone, joint_bpr_loss, joint_rows
 from .graph import PrunedAdjacency, spmm
 
 
@@ -39,4 +39,5 @@ class LayerGCN(Backbone):
 
     def loss(self, users, pos, neg):
         ego, out = self._forward(self.graph.pruned)
-        return joint_bpr_loss(out, ego, self.n_users, users, pos, neg, self.reg_weight)
+        rows = joint_rows(self.n_users, users, pos, neg)
+        return joint_bpr_loss(out.index_select(0, rows), ego.index_select(0, rows), self.reg_weight)

@@ -7,8 +7,8 @@ Defaults (MMRec): dim 64, n_layers 2, reg_weight 1e-4.
 import torch
 from torch import nn
 
-from .base import Backbone, joint_bpr_loss
-from .graph import layer_mean, normalized_adjacency
+from .base import Backbone, joint_bpr_loss, joint_rows
+from .graph import layer_mean, layer_mean_rows, normalized_adjacency
 
 
 class LightGCN(Backbone):
@@ -26,6 +26,5 @@ class LightGCN(Backbone):
         return out[: self.n_users], out[self.n_users:]
 
     def loss(self, users, pos, neg):
-        ego = self.ego()
-        out = layer_mean(self.adj, ego, self.n_layers)
-        return joint_bpr_loss(out, ego, self.n_users, users, pos, neg, self.reg_weight)
+        rows = joint_rows(self.n_users, users, pos, neg)  # only the batch rows of the layer mean are formed
+        return joint_bpr_loss(*layer_mean_rows(self.adj, self.ego(), self.n_layers, rows), self.reg_weight)
