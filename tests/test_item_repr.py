@@ -123,10 +123,12 @@ def _direct(rep: TokenRepresentation) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("cross", ["ms", "ma"])
-@pytest.mark.parametrize("hidden", [(), (8,)])
-def test_fast_paths_equal_direct_form_values_and_gradients(cross, hidden):
+@pytest.mark.parametrize("hidden,activation", [((), "tanh"), ((), "relu"), ((8,), "tanh")])
+def test_fast_paths_equal_direct_form_values_and_gradients(cross, hidden, activation):
+    """Default one-layer tanh nets take the fully fused kernel; other shapes the token-sums kernel + autograd."""
     torch.manual_seed(1)
-    rep = TokenRepresentation(_ids(n=40, widths=(2, 5), k=5), 5, 6, cross=cross, hidden=hidden).double()
+    rep = TokenRepresentation(_ids(n=40, widths=(2, 5), k=5), 5, 6, cross=cross, hidden=hidden,
+                              activation=activation).double()
     _randomise(rep)
     g = torch.randn(40, 6, dtype=torch.float64)
     paths = {"all items": lambda: rep(), "subset": lambda: rep._represent(torch.arange(40)), "direct": lambda: _direct(rep)}
@@ -153,3 +155,17 @@ def test_token_sums_gradcheck():
             torch.randn(5, dtype=torch.float64, requires_grad=True),
             torch.randn(3, 5, 3, dtype=torch.float64, requires_grad=True))
     assert torch.autograd.gradcheck(lambda t, w, w1: _TokenSums.apply(t, w, w1, ids, rep.bag_offsets, inc_t), args)
+
+
+def test_tanh_cross_gradcheck():
+    from motor.sparse import csr_pair
+    from motor.tcn import _TanhCross
+
+    rep = TokenRepresentation(_ids(n=9, widths=(2, 3), k=4), 4, 3, cross="ms").double()
+    _, inc_t = csr_pair(rep.incidence)
+    ids = rep.flat_ids.reshape(-1)
+    g = torch.Generator().manual_seed(0)
+    args = tuple(torch.randn(*shape, generator=g, dtype=torch.float64, requires_grad=True)
+                 for shape in ((5, 4, 3), (5,), (3, 5, 3), (2, 3)))
+    assert torch.autograd.gradcheck(lambda t, w, w1, b: _TanhCross.apply(t, w, w1, b, ids, rep.bag_offsets, inc_t),
+                                    args)
