@@ -50,3 +50,4 @@ reports: $(STAMP)
 		$(TRAIN_ENV) $(VENV)/bin/papermill -k python3 --cwd notebooks $$nb $$out -p dataset $$d -p fast False || exit 1; \
 		$(VENV)/bin/jupyter nbconvert --to html $$out --output-dir reports/$$d >/dev/null || exit 1; \
 	done; done
+	$(PY) reports/update_readme.py
