@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..sparse import csr_mm
 from .base import Backbone, bpr_loss, take
 from .features import modality_features
 
@@ -59,7 +60,7 @@ class EdgePattern:
 
     def by_item(self, values: torch.Tensor) -> torch.Tensor:
         """(n_items, n_users) CSR (the transpose) with ``values`` (E,) in edge order."""
-        return torch.sparse_csr_tensor(self.item_crow, self.users_by_item, values[self.perm],
+        return torch.sparse_csr_tensor(self.item_crow, self.users_by_item, values.index_select(0, self.perm),
                                        (self.n_items, self.n_users), check_invariants=False)
 
     def sddmm(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -81,7 +82,7 @@ class EdgeScores(torch.autograd.Function):
     def backward(ctx, grad):
         p, f = ctx.saved_tensors
         g = ctx.graph
-        return g.by_user(grad) @ f, g.by_item(grad) @ p, None
+        return csr_mm(g.by_user(grad), f), csr_mm(g.by_item(grad), p), None
 
 
 class ToUsers(torch.autograd.Function):
@@ -91,13 +92,13 @@ class ToUsers(torch.autograd.Function):
     def forward(ctx, values, f, graph: EdgePattern):
         ctx.save_for_backward(values, f)
         ctx.graph = graph
-        return graph.by_user(values) @ f
+        return csr_mm(graph.by_user(values), f)
 
     @staticmethod
     def backward(ctx, grad):
         values, f = ctx.saved_tensors
         g = ctx.graph
-        return g.sddmm(grad, f), g.by_item(values) @ grad, None
+        return g.sddmm(grad, f), csr_mm(g.by_item(values), grad), None
 
 
 class ToItems(torch.autograd.Function):
@@ -107,13 +108,13 @@ class ToItems(torch.autograd.Function):
     def forward(ctx, values, p, graph: EdgePattern):
         ctx.save_for_backward(values, p)
         ctx.graph = graph
-        return graph.by_item(values) @ p
+        return csr_mm(graph.by_item(values), p)
 
     @staticmethod
     def backward(ctx, grad):
         values, p = ctx.saved_tensors
         g = ctx.graph
-        return g.sddmm(p, grad), g.by_user(values) @ grad, None
+        return g.sddmm(p, grad), csr_mm(g.by_user(values), grad), None
 
 
 def segment_softmax(scores: torch.Tensor, index: torch.Tensor, n: int) -> torch.Tensor:
