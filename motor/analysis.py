@@ -8,10 +8,11 @@ from scipy import stats
 from . import runs
 
 
-def main_runs(df: pd.DataFrame, split: str = "random", n_tokens: int = 4) -> pd.DataFrame:
-    """Registry rows of the main comparison only: one split, all modalities, D tokens (drops ablation, token-budget
-    and cold-start runs, which would otherwise be averaged into the same (backbone, item_repr) cell)."""
-    return df[(df.split == split) & (df.modalities == "all") & (df.n_tokens == n_tokens)]
+def main_runs(df: pd.DataFrame, split: str = "random", n_tokens: int = 4, variant: str = "") -> pd.DataFrame:
+    """Registry rows of the main comparison only: one split, all modalities, D tokens, default settings (drops
+    ablation, token-budget, cold-start and variant runs, which would otherwise be averaged into the same
+    (backbone, item_repr) cell)."""
+    return df[(df.split == split) & (df.modalities == "all") & (df.n_tokens == n_tokens) & (df.variant == variant)]
 
 
 def metric_frame(df: pd.DataFrame, metric: str = "recall", k: int = 20, eval_split: str = "test",

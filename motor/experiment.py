@@ -49,12 +49,15 @@ class RunConfig:
     device: str = "cpu"
     hparams: dict = field(default_factory=dict)
     tcn: dict = field(default_factory=dict)
+    tokenizer: dict = field(default_factory=dict)  # extra PQTokenizer parameters, e.g. {"subspace_seeds": True}
     cold_fraction: float = 0.2
     tag: str = ""
 
     def run_id(self) -> str:
         d = asdict(self)
         d.pop("device")  # the device does not change what is computed (up to float rounding)
+        if not d["tokenizer"]:  # added later: runs with the default tokenizer keep their ids
+            d.pop("tokenizer")
         digest = hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:8]
         mods = "+".join(self.modalities) if self.modalities else "all"
         return f"{self.dataset}-{self.split}-{self.backbone}-{self.item_repr}-{mods}-D{self.n_tokens}-s{self.seed}-{digest}"
@@ -118,7 +121,8 @@ def run(config: RunConfig | None = None, *, reuse: bool = False, save: bool = Tr
     t0 = time.perf_counter()
     token_ids, k = None, cfg.n_centroids
     if cfg.item_repr != "id":
-        token_ids = tokenize(ds, cfg.n_tokens, n_centroids=cfg.n_centroids, modalities=cfg.modalities)
+        token_ids = tokenize(ds, cfg.n_tokens, n_centroids=cfg.n_centroids, modalities=cfg.modalities,
+                             **cfg.tokenizer)
         k = n_centroids_of(token_ids, cfg.n_centroids)
     timings["tokenize_seconds"] = time.perf_counter() - t0
     torch.manual_seed(cfg.seed)

@@ -2,7 +2,9 @@
 
 ``root`` is ``$MOTOR_RUNS`` if set, else ``reports/runs/`` in the repository. All writes are atomic.
 :func:`load` returns every saved run as one tidy DataFrame
-(run_id, dataset, split, backbone, item_repr, modalities, n_tokens, seed, eval_split, bucket, metric, k, value).
+(run_id, dataset, split, backbone, item_repr, modalities, n_tokens, seed, variant, eval_split, bucket, metric, k,
+value); ``variant`` names any non-default hparams / tcn / tokenizer settings and the tag ("" for defaults), so
+tables never average a variant into the default configuration's cell.
 """
 from __future__ import annotations
 
@@ -16,7 +18,16 @@ import pandas as pd
 
 from .cache import atomic_write_bytes, atomic_write_text
 
-ID_COLUMNS = ["run_id", "dataset", "split", "backbone", "item_repr", "modalities", "n_tokens", "seed"]
+ID_COLUMNS = ["run_id", "dataset", "split", "backbone", "item_repr", "modalities", "n_tokens", "seed", "variant"]
+
+
+def variant_of(cfg: dict) -> str:
+    """Short name of a run's non-default knobs, e.g. ``tokenizer.subspace_seeds=True``; "" for the defaults."""
+    parts = [f"{group}.{k}={v}" for group in ("hparams", "tcn", "tokenizer")
+             for k, v in sorted((cfg.get(group) or {}).items())]
+    if cfg.get("tag"):
+        parts.append(f"tag={cfg['tag']}")
+    return ",".join(parts)
 
 
 def runs_dir() -> Path:
@@ -95,7 +106,7 @@ def load(root: str | os.PathLike | None = None) -> pd.DataFrame:
         ident = {"run_id": folder.name, "dataset": cfg["dataset"], "split": cfg["split"],
                  "backbone": cfg["backbone"], "item_repr": cfg["item_repr"],
                  "modalities": "+".join(cfg.get("modalities") or ["all"]), "n_tokens": cfg["n_tokens"],
-                 "seed": cfg["seed"]}
+                 "seed": cfg["seed"], "variant": variant_of(cfg)}
         for split in ("valid", "test"):
             for name, value in meta[split].items():
                 metric, k = _split_metric(name)

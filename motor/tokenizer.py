@@ -40,7 +40,10 @@ class PQTokenizer:
     dealt round-robin to the sub-spaces so each gets a balanced share of variance; ``"random"``: faiss's random
     rotation), ``opq_iter``/``opq_pq_iter``/``opq_pq_iter0`` (faiss defaults: random init, 50/4/40; ours PCA init,
     3/4/10), ``pq_iter`` (k-means iterations of the final codebooks, faiss default 25),
-    ``max_train`` (training sample size; faiss default 65,536), ``max_dim`` (cap of the OPQ output dim), ``seed``.
+    ``max_train`` (training sample size; faiss default 65,536), ``max_dim`` (cap of the OPQ output dim), ``seed``,
+    ``subspace_seeds`` (False: faiss's PQ, whose k-means uses one seed for every sub-space, so centroid j of every
+    sub-space starts from the same training item and ids repeat across positions, see
+    :func:`same_id_every_position`; True: the final codebook of sub-space x is trained with seed ``seed + 1 + x``).
     """
 
     n_tokens: int = 4
@@ -54,6 +57,7 @@ class PQTokenizer:
     max_train: int = 16_384
     max_dim: int = 512
     seed: int = 0
+    subspace_seeds: bool = False
     rotation: np.ndarray | None = field(default=None, repr=False)  # (d_out, d_in)
     centroids: np.ndarray | None = field(default=None, repr=False)  # (D, K, d_out / D)
 
@@ -97,9 +101,13 @@ class PQTokenizer:
             rotation = faiss.vector_to_array(opq.A).reshape(d_out, d)
         else:
             rotation = np.eye(d_out, d, dtype=np.float32)
-        pq = _new_pq(d_out, self.n_tokens, nbits, self.pq_iter, self.seed)
-        pq.train(np.ascontiguousarray(sample @ rotation.T))
+        rotated = np.ascontiguousarray(sample @ rotation.T)
         self.rotation = rotation.astype(np.float32)
+        if self.subspace_seeds:
+            self.centroids = _subspace_kmeans(rotated, self.n_tokens, 1 << nbits, self.pq_iter, self.seed)
+            return self
+        pq = _new_pq(d_out, self.n_tokens, nbits, self.pq_iter, self.seed)
+        pq.train(rotated)
         self.centroids = faiss.vector_to_array(pq.centroids).reshape(self.n_tokens, 1 << nbits, d_out // self.n_tokens)
         return self
 
@@ -171,6 +179,18 @@ def _new_pq(d: int, m: int, nbits: int, niter: int, seed: int) -> "faiss.Product
     pq.cp.min_points_per_centroid = 1  # small catalogues: fewer than 39 points per centroid is expected here
     pq.cp.max_points_per_centroid = 1 << 30  # we subsample ourselves (max_train)
     return pq
+
+
+def _subspace_kmeans(rotated: np.ndarray, n_sub: int, k: int, niter: int, seed: int) -> np.ndarray:
+    """(n_sub, k, d_out / n_sub) codebooks: k-means per sub-space as faiss's PQ, but with seed ``seed + 1 + x``."""
+    ds = rotated.shape[1] // n_sub
+    out = []
+    for x in range(n_sub):
+        km = faiss.Kmeans(ds, k, niter=niter, seed=seed + 1 + x, min_points_per_centroid=1,
+                          max_points_per_centroid=1 << 30)
+        km.train(np.ascontiguousarray(rotated[:, x * ds:(x + 1) * ds]))
+        out.append(km.centroids)
+    return np.stack(out)
 
 
 # ----------------------------------------------------------------------------------------------- dataset level

@@ -46,6 +46,20 @@ def test_same_config_same_numbers():
 def test_run_id_depends_on_config():
     assert RunConfig(seed=0).run_id() != RunConfig(seed=1).run_id()
     assert RunConfig(device="cpu").run_id() == RunConfig(device="cuda").run_id()
+    # the registry's ids predate the tokenizer field: an empty one must leave them unchanged
+    old = RunConfig(dataset="ml100k", backbone="bm3", item_repr="id").run_id()
+    assert old == "ml100k-random-bm3-id-all-D4-s0-15dd0924"
+    assert RunConfig(tokenizer={"subspace_seeds": True}).run_id() != RunConfig().run_id()
+
+
+def test_variants_are_named_and_kept_out_of_the_main_table():
+    assert runs.variant_of({"hparams": {}, "tcn": {}, "tokenizer": {}, "tag": ""}) == ""
+    assert runs.variant_of({"tokenizer": {"subspace_seeds": True}, "tcn": {"hidden": [8]}}) == \
+        "tcn.hidden=[8],tokenizer.subspace_seeds=True"
+    df = pd.DataFrame({"split": ["random"] * 2, "modalities": ["all"] * 2, "n_tokens": [4, 4],
+                       "variant": ["", "tokenizer.subspace_seeds=True"]})
+    assert analysis.main_runs(df).index.tolist() == [0]
+    assert analysis.main_runs(df, variant="tokenizer.subspace_seeds=True").index.tolist() == [1]
 
 
 def test_missing_dataset_falls_back_to_synthetic(capsys, monkeypatch, tmp_path):

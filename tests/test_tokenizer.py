@@ -110,3 +110,19 @@ def test_text_tokens_share_semantics(small_synth):
 def test_same_id_every_position_fraction():
     ids = {"text": np.array([[3, 3, 3], [1, 2, 3], [0, 0, 0], [5, 5, 4]]), "image": np.array([[1], [2], [3], [4]])}
     assert same_id_every_position(ids) == {"text": 0.5}  # one position: nothing to compare
+
+
+def test_subspace_seeds_remove_cross_position_repeats_at_equal_distortion():
+    """Clustered features: faiss's one-seed PQ starts centroid j of every sub-space from the same item, so many
+    items get the same id at every position; a seed per sub-space removes that (chance level 16^-3)."""
+    rng = np.random.default_rng(0)
+    centers = rng.normal(size=(16, 32)) * 3
+    x = (centers[rng.integers(0, 16, 2000)] + rng.normal(size=(2000, 32))).astype(np.float32)
+    default = PQTokenizer(n_tokens=4, n_centroids=16).fit(x)
+    seeded = PQTokenizer(n_tokens=4, n_centroids=16, subspace_seeds=True).fit(x)
+    assert same_id_every_position({"a": default.encode(x)})["a"] > 0.05
+    assert same_id_every_position({"a": seeded.encode(x)})["a"] < 0.01
+    assert seeded.distortion(x) < 1.05 * default.distortion(x)
+    ids = seeded.encode(x)  # still the nearest centroid of each rotated sub-vector
+    sub = seeded.rotate(x).reshape(len(x), 4, -1)
+    np.testing.assert_array_equal(ids, ((sub[:, :, None] - seeded.centroids[None]) ** 2).sum(-1).argmin(-1))
