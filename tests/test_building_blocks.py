@@ -94,8 +94,18 @@ def test_dropout_rate_scale_seed_and_eval():
 def test_project_rows_both_paths_equal_direct_projection():
     torch.manual_seed(0)
     lin, feats = torch.nn.Linear(5, 3), torch.randn(40, 5)
-    for index in (torch.tensor([3, 3, 7]), torch.randint(0, 40, (30,))):  # few rows (unique path), many (all rows)
-        torch.testing.assert_close(project_rows(lin, feats, index), lin(feats[index]))
+    # few distinct rows (gather path) and every row (one product over all rows), values and gradients
+    for index in (torch.tensor([3, 3, 7]), torch.arange(40).repeat(2).flip(0)):
+        up = torch.randn(len(index), 3)
+        lin.zero_grad()
+        (project_rows(lin, feats, index) * up).sum().backward()
+        fast = [p.grad.clone() for p in lin.parameters()]
+        lin.zero_grad()
+        want = lin(feats[index])
+        (want * up).sum().backward()
+        torch.testing.assert_close(project_rows(lin, feats, index), want)
+        for got, ref in zip(fast, (p.grad for p in lin.parameters())):
+            torch.testing.assert_close(got, ref)
 
 
 def test_keep_freed_memory_is_idempotent():

@@ -16,10 +16,14 @@ def stacked_features(dataset, modalities=None) -> torch.Tensor:
     return torch.cat(list(modality_features(dataset, modalities).values()), dim=1)
 
 
-def project_rows(linear: torch.nn.Module, features: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """``linear(features[index])`` computed once per distinct row: all rows when the batch covers a good part
-    of the catalogue (one matrix product, no gather), else only the distinct rows of ``index``."""
-    if 4 * index.numel() >= features.shape[0]:
-        return linear(features).index_select(0, index)
+def project_rows(linear: torch.nn.Module, features: torch.Tensor, index: torch.Tensor,
+                 all_rows_above: float = 0.8) -> torch.Tensor:
+    """``linear(features[index])`` computed once per distinct row: only the distinct rows of ``index``, or every
+    row (one product, no gather) when the distinct rows are more than ``all_rows_above`` of the catalogue.
+
+    The product is compute-bound and the gather memory-bound: at Baby scale (7,050 items, 4,096-d images) a batch's
+    4,096 item indices hold about 3,000 distinct items, and projecting only those is about 2x cheaper."""
     distinct, inverse = torch.unique(index, return_inverse=True)
+    if len(distinct) > all_rows_above * features.shape[0]:
+        return linear(features).index_select(0, index)
     return linear(features.index_select(0, distinct)).index_select(0, inverse)
