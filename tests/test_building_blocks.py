@@ -140,3 +140,18 @@ def test_csr_mm_equals_dense_product_with_empty_rows_and_both_dtypes():
         got = csr_mm(dense.to_sparse_csr(), x)
         torch.testing.assert_close(got, dense.to(dtype) @ x)
         assert got.dtype == dtype and got[[1, 2, 4]].abs().sum() == 0
+
+
+def test_bm3_cos_loss_equals_cosine_similarity_in_value_and_gradient():
+    from motor.backbones.bm3 import cos_loss
+
+    torch.manual_seed(0)
+    a0, b = torch.randn(7, 5, dtype=torch.float64), torch.randn(7, 5, dtype=torch.float64, requires_grad=True)
+    a, ref = a0.clone().requires_grad_(), a0.clone().requires_grad_()
+    got = cos_loss(a, b)
+    want = 1.0 - torch.nn.functional.cosine_similarity(ref, b.detach(), dim=-1).mean()
+    (3.0 * got).backward()
+    (3.0 * want).backward()
+    torch.testing.assert_close(got, want)
+    torch.testing.assert_close(a.grad, ref.grad)
+    assert b.grad is None  # stop-gradient on the target
