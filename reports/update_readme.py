@@ -2,13 +2,12 @@
 (test Recall@20 / NDCG@20, mean ± std over seeds, from ``motor.runs.load()``) and the list of cells with fewer
 than three seeds or not run. Run after new runs land: ``python reports/update_readme.py`` (``make reports`` does).
 """
-import os
-import tempfile
 from pathlib import Path
 
 from motor import runs
 from motor.analysis import main_runs, metric_frame, results_markdown
 from motor.backbones import REGISTRY
+from motor.cache import atomic_write_text
 
 START, END = "<!-- registry:start -->", "<!-- registry:end -->"
 SEEDS = 3
@@ -25,7 +24,7 @@ def registry_block(datasets=("ml100k", "scientific")) -> str:
     missing = [f"{d}/{b}" for d in datasets for b in backbones if (d, b) not in counts.index]
     notes = []
     if short:
-        notes.append("Fewer than 3 seeds: " + ", ".join(short) + ".")
+        notes.append(f"Fewer than {SEEDS} seeds: " + ", ".join(short) + ".")
     if missing:
         notes.append("Not run: " + ", ".join(missing) + ".")
     tail = " ".join(notes) if notes else f"Every backbone has {SEEDS} seeds on every dataset."
@@ -38,10 +37,7 @@ def main(path: Path = Path(__file__).with_name("README.md")) -> None:
         raise SystemExit(f"{path}: markers {START} / {END} not found; put them around the block to regenerate")
     head, rest = text.split(START, 1)
     _, tail = rest.split(END, 1)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".md")
-    with os.fdopen(fd, "w") as f:
-        f.write(head + registry_block() + tail)
-    os.replace(tmp, path)
+    atomic_write_text(path, head + registry_block() + tail)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,11 @@ def test_layer_mean_equals_stacked_mean():
     a = torch.randn(6, 6).relu().to_sparse()
     x = torch.randn(6, 4)
     torch.testing.assert_close(layer_mean(a, x, 3), torch.stack(propagate(a, x, 3)).mean(0))
+    learned = a.detach().clone().requires_grad_()  # a learned adjacency takes autograd's path and gets a gradient
+    out = layer_mean(learned, x, 3)
+    out.sum().backward()
+    torch.testing.assert_close(out, layer_mean(a, x, 3))
+    assert learned.grad is not None
 
 
 @pytest.mark.parametrize("n_layers", [0, 1, 2, 3])

@@ -141,11 +141,7 @@ def layer_mean(adj: torch.Tensor, ego: torch.Tensor, n_layers: int) -> torch.Ten
     if n_layers == 0:
         return ego
     if adj.requires_grad:  # a learned adjacency: let autograd differentiate the products
-        acc, h = ego, ego
-        for _ in range(n_layers):
-            h = spmm(adj, h)
-            acc = acc + h
-        return acc / (n_layers + 1)
+        return torch.stack(propagate(adj, ego, n_layers)).mean(0)
     return _LayerMean.apply(ego, *csr_pair(adj), n_layers, None)[0]
 
 
