@@ -41,11 +41,28 @@ def csr_mm(a_csr: torch.Tensor, x: torch.Tensor, scale: float = 1.0) -> torch.Te
     crow, col = a_csr.crow_indices(), a_csr.col_indices()
     if crow.dtype != col.dtype:
         crow = crow.to(col.dtype)
-    weights = a_csr.values().to(x.dtype)
-    if scale != 1.0:
-        weights = weights * scale
-    return F.embedding_bag(col, x.contiguous(), crow, mode="sum", per_sample_weights=weights,
-                           include_last_offset=True)
+    if not torch.is_grad_enabled():  # else embedding_bag takes its slower autograd path for a table needing grad
+        x = x.detach()
+    return F.embedding_bag(col, x.contiguous(), crow, mode="sum",
+                           per_sample_weights=_weights(a_csr, x.dtype, scale), include_last_offset=True)
+
+
+_WEIGHTS_CACHE: dict[tuple, tuple] = {}
+
+
+def _weights(a_csr: torch.Tensor, dtype: torch.dtype, scale: float) -> torch.Tensor:
+    """``scale *`` the values of ``a_csr`` in ``dtype``, kept while the matrix lives (the products in a training
+    step reuse the same few matrices and scales)."""
+    values = a_csr.values()
+    if values.dtype == dtype and scale == 1.0:
+        return values
+    key = (id(a_csr), dtype, scale)
+    hit = _WEIGHTS_CACHE.get(key)
+    if hit is not None and hit[0]() is a_csr:
+        return hit[1]
+    weights = values.to(dtype) * scale
+    _WEIGHTS_CACHE[key] = (weakref.ref(a_csr, lambda _, k=key: _WEIGHTS_CACHE.pop(k, None)), weights)
+    return weights
 
 
 class _CSRMatmul(torch.autograd.Function):

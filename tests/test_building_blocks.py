@@ -145,6 +145,13 @@ def test_csr_mm_equals_dense_product_with_empty_rows_and_both_dtypes():
         got = csr_mm(dense.to_sparse_csr(), x)
         torch.testing.assert_close(got, dense.to(dtype) @ x)
         assert got.dtype == dtype and got[[1, 2, 4]].abs().sum() == 0
+    a = dense.to_sparse_csr()
+    x = torch.randn(5, 3)
+    for scale in (0.5, 2.0, 0.5):  # scaled values are cached per (matrix, dtype, scale): no stale scale
+        torch.testing.assert_close(csr_mm(a, x, scale), scale * (dense @ x))
+    xg = x.clone().requires_grad_()
+    csr_mm(a, xg).sum().backward()  # differentiable in x where grad mode is on
+    torch.testing.assert_close(xg.grad, dense.sum(0)[:, None].expand(5, 3))
 
 
 def test_bm3_cos_loss_equals_cosine_similarity_in_value_and_gradient():
