@@ -5,7 +5,7 @@ Datasets: `ml100k` (real, from $MOTOR_DATA) and a synthetic Baby-scale dataset (
 RSS is its own. Batch 2048, one negative, embedding 64 (MMRec's settings). MMRec reference timings on this
 machine (from the issues) are printed with the speed-up.
 
-    python benchmarks/bench_models.py [--datasets ml100k baby] [--backbones lightgcn vbpr] [--epochs 3]
+    python benchmarks/bench_models.py [--datasets ml100k baby] [--backbones lightgcn vbpr] [--epochs 3] [--repeats 3]
 """
 import argparse
 import json
@@ -14,6 +14,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import THREADS, header  # noqa: E402
@@ -69,42 +71,68 @@ def child(backbone: str, kind: str, dataset: str, epochs: int) -> dict:
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
+def run_child(backbone: str, kind: str, dataset: str, epochs: int) -> dict | str:
+    """One configuration in a fresh process: its result dict, or the last line of its error."""
+    out = subprocess.run([sys.executable, __file__, "--child", backbone, kind, dataset, "--epochs", str(epochs)],
+                         capture_output=True, text=True, env=os.environ)
+    if out.returncode:
+        return (out.stderr.strip().splitlines() or ["no output"])[-1]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def spread(values: list[float]) -> str:
+    """median, and the range over repeats when there are several."""
+    med = float(np.median(values))
+    return f"{med:.3f}" if len(values) == 1 else f"{med:.3f} ({min(values):.3f}-{max(values):.3f})"
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--datasets", nargs="*", default=["ml100k", "baby"])
     ap.add_argument("--backbones", nargs="*", default=None)
     ap.add_argument("--epochs", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=3,
+                    help="fresh processes per configuration, id and ms alternating (this VM's timings move by "
+                         "about 30%% between identical runs); the median is reported with the range")
     ap.add_argument("--child", nargs=3, default=None)
     a = ap.parse_args()
     if a.child:
         print(json.dumps(child(*a.child, a.epochs)))
         return
-    header("model benchmark: seconds per epoch / per full evaluation, peak RSS")
+    header(f"model benchmark: seconds per epoch / per full evaluation, peak RSS; median (range) of {a.repeats} "
+           f"fresh processes, each the median of {a.epochs} epochs after a warm-up")
     from motor.backbones import REGISTRY
 
     backbones = a.backbones or list(REGISTRY)
-    print(f"{'dataset':<8} {'backbone':<9} {'repr':<4} {'s/epoch':>8} {'s/eval':>7} {'peak MB':>8}   "
+    print(f"{'dataset':<8} {'backbone':<9} {'repr':<4} {'s/epoch':>22} {'s/eval':>7} {'peak MB':>8}   "
           "vs MMRec (epoch, eval) | ms/id epoch")
     for dataset in a.datasets:
         for bb in backbones:
-            id_epoch = None
-            for kind in ("id", "ms"):
-                out = subprocess.run([sys.executable, __file__, "--child", bb, kind, dataset, "--epochs",
-                                      str(a.epochs)], capture_output=True, text=True, env=os.environ)
-                if out.returncode:
-                    print(f"{dataset:<8} {bb:<9} {kind:<4} FAILED: {out.stderr.strip().splitlines()[-1]}")
+            runs: dict[str, list[dict]] = {"id": [], "ms": []}
+            errors: dict[str, str] = {}
+            for _ in range(a.repeats):
+                for kind in runs:
+                    r = run_child(bb, kind, dataset, a.epochs)
+                    if isinstance(r, str):
+                        errors[kind] = r
+                    else:
+                        runs[kind].append(r)
+            epoch = {k: float(np.median([r["epoch_s"] for r in v])) for k, v in runs.items() if v}
+            for kind, rs in runs.items():
+                if not rs:
+                    print(f"{dataset:<8} {bb:<9} {kind:<4} FAILED: {errors.get(kind)}")
                     continue
-                r = json.loads(out.stdout.strip().splitlines()[-1])
+                ep = [r["epoch_s"] for r in rs]
+                ev = float(np.median([r["eval_s"] for r in rs]))
                 ref = MMREC.get((bb, dataset))
                 note = ""
                 if ref:
-                    note = f"{ref[0] / r['epoch_s']:5.1f}x" + (f", {ref[1] / r['eval_s']:5.1f}x" if ref[1] else "")
-                if kind == "id":
-                    id_epoch = r["epoch_s"]
-                elif id_epoch:
-                    note += f" | {r['epoch_s'] / id_epoch:.2f}x"
-                print(f"{dataset:<8} {bb:<9} {kind:<4} {r['epoch_s']:8.3f} {r['eval_s']:7.3f} {r['peak_rss_mb']:8.0f}   "
-                      f"{note}", flush=True)
+                    note = (f"{ref[0] / epoch[kind]:4.1f}x ({ref[0] / max(ep):.1f}-{ref[0] / min(ep):.1f})"
+                            + (f", {ref[1] / ev:5.1f}x" if ref[1] else ""))
+                if kind == "ms" and "id" in epoch:
+                    note += f" | {epoch['ms'] / epoch['id']:.2f}x"
+                peak = max(r["peak_rss_mb"] for r in rs)
+                print(f"{dataset:<8} {bb:<9} {kind:<4} {spread(ep):>22} {ev:7.3f} {peak:8.0f}   {note}", flush=True)
 
 
 if __name__ == "__main__":

@@ -69,15 +69,19 @@ class Backbone(nn.Module):
 def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
     """Inverted dropout (zero with probability ``p``, scale the rest by 1/(1-p)) from the global torch RNG.
 
-    Same distribution as ``F.dropout`` up to p's resolution of 2^-24, with the mask drawn as integers: about 2.5x
-    faster on CPU, where ``bernoulli_`` dominated BM3's epoch.
+    Same distribution as ``F.dropout`` up to p's resolution of 2^-16: the mask is four 16-bit uniforms per 64-bit
+    draw of torch's generator: with the product, half the time of one draw per element on CPU (4x less than
+    ``bernoulli_``), where the masks were a large share of BM3's step (four a step).
     """
     if not training or p <= 0:
         return x
     if p >= 1:
         return torch.zeros_like(x)
-    keep = torch.randint(0, 1 << 24, x.shape, device=x.device) >= int(round(p * (1 << 24)))
-    return x * keep / (1.0 - p)
+    n = x.numel()
+    bits = torch.randint(-(1 << 63), (1 << 63) - 1, ((n + 3) // 4,), dtype=torch.int64, device=x.device)
+    u16 = bits.view(torch.int16)[:n].view(x.shape)  # uniform on [-2^15, 2^15)
+    keep = u16 >= int(round(p * (1 << 16))) - (1 << 15)
+    return x * keep.to(x.dtype).mul_(1.0 / (1.0 - p))  # torch.where is about 3x slower here
 
 
 class _DiagonalCrossEntropy(torch.autograd.Function):
