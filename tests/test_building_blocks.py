@@ -167,3 +167,23 @@ def test_bm3_cos_loss_equals_cosine_similarity_in_value_and_gradient():
     torch.testing.assert_close(got, want)
     torch.testing.assert_close(a.grad, ref.grad)
     assert b.grad is None  # stop-gradient on the target
+
+
+def test_layergcn_refine_equals_cosine_similarity_in_value_and_gradient():
+    from motor.backbones.layergcn import refine
+
+    torch.manual_seed(0)
+    h, e = torch.randn(9, 5, dtype=torch.float64), torch.randn(9, 5, dtype=torch.float64)
+    h[2], e[4] = 0.0, 0.0  # clamped norms (an isolated node after edge dropout has h = 0)
+    w = torch.randn(9, 5, dtype=torch.float64)
+    ours = [h.clone().requires_grad_(), e.clone().requires_grad_()]
+    ref = [h.clone().requires_grad_(), e.clone().requires_grad_()]
+    got = refine(*ours)
+    want = torch.nn.functional.cosine_similarity(*ref, dim=-1).unsqueeze(1) * ref[0]
+    (got * w).sum().backward()
+    (want * w).sum().backward()
+    torch.testing.assert_close(got, want)
+    for a, b in zip(ours, ref):
+        torch.testing.assert_close(a.grad, b.grad)
+    assert torch.autograd.gradcheck(refine, (torch.randn(6, 4, dtype=torch.float64, requires_grad=True),
+                                             torch.randn(6, 4, dtype=torch.float64, requires_grad=True)))
