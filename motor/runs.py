@@ -11,6 +11,8 @@ from __future__ import annotations
 import io
 import json
 import os
+import platform
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +41,27 @@ def run_path(run_id: str) -> Path:
     return runs_dir() / run_id
 
 
+def provenance() -> dict:
+    """What produced a run: the git commit of this checkout (and whether it had uncommitted changes), torch and
+    python versions. Registry runs made by older code give different numbers after kernel or RNG changes; this
+    says which code made each one."""
+    root = Path(__file__).resolve().parent.parent
+    commit, dirty = None, None
+    try:
+        git = ["git", "-C", str(root)]
+        commit = subprocess.run(git + ["rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
+                                check=True).stdout.strip()
+        status = subprocess.run(git + ["status", "--porcelain", "--untracked-files=no", "--", "motor"],
+                                capture_output=True, text=True, timeout=10, check=True).stdout
+        dirty = bool(status.strip())
+    except (OSError, subprocess.SubprocessError):
+        pass  # not a git checkout (an installed package): versions only
+    import torch
+
+    return {"git_commit": commit, "motor_modified": dirty, "torch": torch.__version__,
+            "python": platform.python_version()}
+
+
 def save(result) -> Path:
     """Write a :class:`motor.experiment.RunResult` (metrics.json last: its presence marks a complete run)."""
     folder = run_path(result.run_id)
@@ -55,7 +78,7 @@ def save(result) -> Path:
         np.save(buf, result.item_vectors.astype(np.float32))
         atomic_write_bytes(folder / "item_vectors.npy", buf.getvalue())
     meta = {"valid": result.valid, "test": result.test, "params": result.params, "timings": result.timings,
-            "best_epoch": result.best_epoch, "stopped": result.stopped}
+            "best_epoch": result.best_epoch, "stopped": result.stopped, "provenance": provenance()}
     atomic_write_text(folder / "metrics.json", json.dumps(meta, indent=1, sort_keys=True))
     return folder
 

@@ -1,6 +1,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -32,6 +33,11 @@ def test_run_saves_and_registry_loads(tmp_path, monkeypatch):
     assert len(sig) == 1 and 0 <= sig.t_pvalue.iloc[0] <= 1
     saved = runs.read(a.run_id)
     assert saved["item_vectors"].shape == (500, 64)
+    made_by = saved["provenance"]  # which code made the run
+    assert made_by["torch"] == __import__("torch").__version__
+    head = subprocess.run(["git", "-C", str(Path(runs.__file__).parent), "rev-parse", "HEAD"],
+                          capture_output=True, text=True)
+    assert made_by["git_commit"] == (head.stdout.strip() if head.returncode == 0 else None)
     assert not list((tmp_path / "runs").rglob("*.tmp"))
     # reuse returns the registry copy without training
     again = run(dataset="synthetic", backbone="lightgcn", item_repr="id", epochs=3, progress=False, reuse=True)
