@@ -43,8 +43,13 @@ def run_path(run_id: str) -> Path:
 
 def provenance() -> dict:
     """What produced a run: the git commit of this checkout (and whether it had uncommitted changes), torch and
-    python versions. Registry runs made by older code give different numbers after kernel or RNG changes; this
-    says which code made each one."""
+    python versions, as they were when this module was imported (the code a long-running process actually runs).
+    Registry runs made by older code give different numbers after kernel or RNG changes; this says which code
+    made each one."""
+    return dict(_PROVENANCE)
+
+
+def _provenance_now() -> dict:
     root = Path(__file__).resolve().parent.parent
     commit, dirty = None, None
     try:
@@ -60,6 +65,9 @@ def provenance() -> dict:
 
     return {"git_commit": commit, "motor_modified": dirty, "torch": torch.__version__,
             "python": platform.python_version()}
+
+
+_PROVENANCE = _provenance_now()
 
 
 def save(result) -> Path:
