@@ -187,3 +187,20 @@ def test_layergcn_refine_equals_cosine_similarity_in_value_and_gradient():
         torch.testing.assert_close(a.grad, b.grad)
     assert torch.autograd.gradcheck(refine, (torch.randn(6, 4, dtype=torch.float64, requires_grad=True),
                                              torch.randn(6, 4, dtype=torch.float64, requires_grad=True)))
+
+
+def test_bpr_triplet_loss_equals_plain_bpr_in_value_and_gradient():
+    from motor.backbones.base import bpr_loss, bpr_triplet_loss
+
+    torch.manual_seed(0)
+    rows = [torch.randn(11, 6, dtype=torch.float64) * 3 for _ in range(3)]  # large scores: the stable branch
+    ours = [r.clone().requires_grad_() for r in rows]
+    ref = [r.clone().requires_grad_() for r in rows]
+    got = bpr_triplet_loss(*ours)
+    want = bpr_loss((ref[0] * ref[1]).sum(1), (ref[0] * ref[2]).sum(1))
+    (2.0 * got).backward()
+    (2.0 * want).backward()
+    torch.testing.assert_close(got, want)
+    for a, b in zip(ours, ref):
+        torch.testing.assert_close(a.grad, b.grad)
+    assert torch.autograd.gradcheck(bpr_triplet_loss, tuple(r[:4].clone().requires_grad_() for r in rows))

@@ -6,7 +6,7 @@ Defaults (MMRec): dim 64, reg_weight 1e-4.
 import torch
 from torch import nn
 
-from .base import Backbone, bpr_loss, l2_reg
+from .base import Backbone, bpr_triplet_loss, l2_reg
 
 
 class BPR(Backbone):
@@ -22,4 +22,4 @@ class BPR(Backbone):
         u = self.user_emb.index_select(0, users)
         items = self.item_repr(torch.cat([pos, neg]))  # only the rows this batch needs
         ip, ineg = items[: len(pos)], items[len(pos):]
-        return bpr_loss((u * ip).sum(1), (u * ineg).sum(1)) + self.reg_weight * l2_reg(u, ip, ineg)
+        return bpr_triplet_loss(u, ip, ineg) + self.reg_weight * l2_reg(u, ip, ineg)

@@ -25,7 +25,7 @@ each item itself (MMRec's top-k includes it with similarity 1); it comes from th
 import torch
 from torch import nn
 
-from .base import Backbone, bpr_loss, take
+from .base import Backbone, bpr_triplet_loss, take
 from .features import modality_features, project_rows
 from .graph import PrunedAdjacency, cached_knn_graph, layer_mean, propagate
 
@@ -76,10 +76,10 @@ class FREEDOM(Backbone):
         u_all, i_all = self.forward_graphs(self.graph.pruned)
         u = u_all.index_select(0, users)
         ip, ineg = take(i_all, pos, neg)
-        base = bpr_loss((u * ip).sum(1), (u * ineg).sum(1))
+        base = bpr_triplet_loss(u, ip, ineg)
         modal = 0.0
         for m in self.modalities:
             proj = project_rows(self.projections[m], getattr(self, f"features_{m}"), torch.cat([pos, neg]))
             p, n = proj[: len(pos)], proj[len(pos):]
-            modal = modal + bpr_loss((u * p).sum(1), (u * n).sum(1))
+            modal = modal + bpr_triplet_loss(u, p, n)
         return base + self.reg_weight * modal

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..sparse import csr_mm
-from .base import Backbone, bpr_loss, take
+from .base import Backbone, bpr_triplet_loss, take
 from .features import modality_features
 
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta", category=UserWarning)
@@ -202,7 +202,7 @@ class GRCN(Backbone):
         out, ego = self.forward_all()
         rows = (users, pos + self.n_users, neg + self.n_users)  # users then items in the joint matrices
         u, ip, ineg = take(out, *rows)
-        base = bpr_loss((u * ip).sum(1), (u * ineg).sum(1))
+        base = bpr_triplet_loss(u, ip, ineg)
         ue, ie = take(ego, users, torch.cat(rows[1:]))
         reg = (ue.pow(2).mean() + ie.pow(2).mean()
                + sum(self.preferences[m].index_select(0, users).pow(2).mean() for m in self.modalities))

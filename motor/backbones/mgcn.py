@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import Backbone, bpr_loss, info_nce, take
+from .base import Backbone, bpr_triplet_loss, info_nce, take
 from .features import modality_features
 from .graph import bipartite_edges, cached_knn_graph, layer_mean, normalized_adjacency, propagate, spmm
 
@@ -111,7 +111,7 @@ class MGCN(Backbone):
         u_all, i_all = out[: self.n_users], out[self.n_users:]
         u = u_all.index_select(0, users)
         p, n = take(i_all, pos, neg)
-        base = bpr_loss((u * p).sum(1), (u * n).sum(1))
+        base = bpr_triplet_loss(u, p, n)
         reg = 0.5 * (u.pow(2).sum() + p.pow(2).sum() + n.pow(2).sum()) / len(users)
         rows = pos + self.n_users
         cl = (info_nce(*_unit(side.index_select(0, rows), content.index_select(0, rows)), self.tau)

@@ -7,7 +7,7 @@ Defaults (MMRec): dim 64 (item representation) + 64 (content projection), reg_we
 import torch
 from torch import nn
 
-from .base import Backbone, bpr_loss, l2_reg
+from .base import Backbone, bpr_triplet_loss, l2_reg
 from .features import project_rows, stacked_features
 
 
@@ -31,4 +31,4 @@ class VBPR(Backbone):
         u = self.user_emb.index_select(0, users)
         items = self.items(torch.cat([pos, neg]))
         ip, ineg = items[: len(pos)], items[len(pos):]
-        return bpr_loss((u * ip).sum(1), (u * ineg).sum(1)) + self.reg_weight * l2_reg(u, ip, ineg)
+        return bpr_triplet_loss(u, ip, ineg) + self.reg_weight * l2_reg(u, ip, ineg)
