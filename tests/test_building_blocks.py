@@ -204,3 +204,20 @@ def test_bpr_triplet_loss_equals_plain_bpr_in_value_and_gradient():
     for a, b in zip(ours, ref):
         torch.testing.assert_close(a.grad, b.grad)
     assert torch.autograd.gradcheck(bpr_triplet_loss, tuple(r[:4].clone().requires_grad_() for r in rows))
+
+
+def test_normalize_rows_equals_f_normalize_in_value_and_gradient():
+    from motor.backbones.base import normalize_rows
+
+    torch.manual_seed(0)
+    x = torch.randn(8, 5, dtype=torch.float64)
+    x[3] = 0.0  # a zero row and a tiny one: clamped norms
+    x[5] = torch.tensor([3e-14, 0.0, -4e-14, 0.0, 0.0], dtype=torch.float64)
+    w = torch.randn(8, 5, dtype=torch.float64)
+    ours, ref = x.clone().requires_grad_(), x.clone().requires_grad_()
+    got, want = normalize_rows(ours), torch.nn.functional.normalize(ref, dim=1)
+    (got * w).sum().backward()
+    (want * w).sum().backward()
+    torch.testing.assert_close(got, want)
+    torch.testing.assert_close(ours.grad, ref.grad)
+    assert torch.autograd.gradcheck(normalize_rows, (torch.randn(6, 4, dtype=torch.float64, requires_grad=True),))

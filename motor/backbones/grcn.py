@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..sparse import csr_mm
-from .base import Backbone, bpr_triplet_loss, take
+from .base import Backbone, bpr_triplet_loss, normalize_rows, take
 from .features import modality_features
 
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta", category=UserWarning)
@@ -164,11 +164,11 @@ class GRCN(Backbone):
         """Content representation of modality m, (n_users + n_items, content_dim), and its edge attention
         (alpha_{u->i}, alpha_{i->u}), each (E,) in edge order."""
         u, i = self.edge_users, self.edge_items
-        f = F.normalize(F.leaky_relu(self.encoders[m](getattr(self, f"features_{m}"))))
-        p = F.normalize(self.preferences[m])
+        f = normalize_rows(F.leaky_relu(self.encoders[m](getattr(self, f"features_{m}"))))
+        p = normalize_rows(self.preferences[m])
         for _ in range(self.n_routing):  # routing: user prototypes move towards the items they attend to
             a = segment_softmax(EdgeScores.apply(p, f, g), u, self.n_users)
-            p = F.normalize(p + ToUsers.apply(a, f, g))
+            p = normalize_rows(p + ToUsers.apply(a, f, g))
         s = EdgeScores.apply(p, f, g)
         to_item = segment_softmax(s, i, self.n_items)  # messages u -> i, normalised over the users of i
         to_user = segment_softmax(s, u, self.n_users)  # messages i -> u, normalised over the items of u
@@ -186,7 +186,7 @@ class GRCN(Backbone):
         w_to_item = torch.relu((torch.stack(to_item, 1) * user_conf).max(1).values)
         w_to_user = torch.relu((torch.stack(to_user, 1) * item_conf.index_select(0, self.edge_items)).max(1).values)
         ego = torch.cat([self.user_emb, items])
-        x = F.normalize(ego)
+        x = normalize_rows(ego)
         out, h = x, x
         for _ in range(2):
             hu, hi = h[: self.n_users], h[self.n_users:]

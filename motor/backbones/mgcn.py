@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import Backbone, bpr_triplet_loss, info_nce, take
+from .base import Backbone, bpr_triplet_loss, info_nce, normalize_rows, take
 from .features import modality_features
 from .graph import bipartite_edges, cached_knn_graph, layer_mean, normalized_adjacency, propagate, spmm
 
@@ -51,7 +51,7 @@ def user_item_matrix(train, n_users: int, n_items: int) -> torch.Tensor:
 
 def _unit(*xs: torch.Tensor) -> list[torch.Tensor]:
     """Rows scaled to unit length (InfoNCE on cosine similarities)."""
-    return [F.normalize(x, dim=1) for x in xs]
+    return [normalize_rows(x) for x in xs]
 
 
 def _gate(dim: int) -> nn.Sequential:

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import Backbone, info_nce
+from .base import Backbone, info_nce, normalize_rows
 from .features import modality_features
 from .graph import layer_mean, normalized_adjacency, propagate
 
@@ -93,7 +93,7 @@ class SLMRec(Backbone):
         items_in = self.branch_items()
         branches = [self.branch(x) for x in items_in]
         u, i = self.fuse(branches)
-        main = info_nce(F.normalize(u.index_select(0, users), dim=1), F.normalize(i.index_select(0, pos), dim=1),
+        main = info_nce(normalize_rows(u.index_select(0, users)), normalize_rows(i.index_select(0, pos)),
                         self.temp)
         if self.ssl_task == "FAC":
             ssl = self.fac([b.index_select(0, pos + self.n_users) for b in branches])
@@ -121,6 +121,6 @@ class SLMRec(Backbone):
     def contrast_views(self, users, pos, view1: list[torch.Tensor], view2: list[torch.Tensor]) -> torch.Tensor:
         """InfoNCE between two views' normalised fused users (batch users) and items (batch positives)."""
         (u1, i1), (u2, i2) = self.fuse(view1), self.fuse(view2)
-        u1, u2, i1, i2 = (F.normalize(x.index_select(0, rows), dim=1)
+        u1, u2, i1, i2 = (normalize_rows(x.index_select(0, rows))
                           for x, rows in ((u1, users), (u2, users), (i1, pos), (i2, pos)))
         return info_nce(u1, u2, self.ssl_temp) + info_nce(i1, i2, self.ssl_temp)
