@@ -28,8 +28,14 @@ def token_rows(tables: torch.Tensor, w: torch.Tensor, w1: torch.Tensor) -> torch
     ``w`` (P,) position weights; ``w1`` (h, P, d) the first MLP layer's weight split into its d-column blocks (the
     layer applied to a concatenation is the sum of its blocks applied to the parts).
     """
+    return torch.cat(token_parts(tables, w, w1), dim=-1)
+
+
+def token_parts(tables: torch.Tensor, w: torch.Tensor, w1: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The three blocks of :func:`token_rows`, each contiguous: ``w_x e`` and ``(w_x e)^2`` (P, K, d), ``W_x e``
+    (P, K, h)."""
     scaled = w[:, None, None] * tables
-    return torch.cat([scaled, scaled * scaled, torch.einsum("pkd,hpd->pkh", tables, w1)], dim=-1)
+    return scaled, scaled * scaled, torch.bmm(tables, w1.permute(1, 2, 0))
 
 
 def second_order(weighted: torch.Tensor) -> torch.Tensor:
@@ -109,21 +115,21 @@ class _TokenSums(torch.autograd.Function):
     def backward(ctx, g1, g2, g3):
         tables, w, w1, scaled = ctx.saved_tensors
         parts = [torch.zeros_like(g) if g is None else g for g in (g1, g2, g3)]
-        return (*_token_rows_backward(csr_mm(ctx.inc_t, torch.cat(parts, 1)), tables, w, w1, scaled),
-                None, None, None)
+        n_pos, k, d = tables.shape
+        grad_rows = csr_mm(ctx.inc_t, torch.cat(parts, 1)).view(n_pos, k, -1)
+        blocks = grad_rows[..., :d], grad_rows[..., d:2 * d], grad_rows[..., 2 * d:]
+        return (*_token_parts_backward(*blocks, tables, w, w1, scaled), None, None, None)
 
 
-def _token_rows_backward(grad_rows: torch.Tensor, tables: torch.Tensor, w: torch.Tensor, w1: torch.Tensor,
-                         scaled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Gradients of ``tables``, ``w`` and ``w1`` from the gradient of the :func:`token_rows` rows (P*K, 2d + h);
+def _token_parts_backward(g_one: torch.Tensor, g_sq: torch.Tensor, g_proj: torch.Tensor, tables: torch.Tensor,
+                          w: torch.Tensor, w1: torch.Tensor,
+                          scaled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Gradients of ``tables``, ``w`` and ``w1`` from those of the three :func:`token_parts` blocks (P, K, .);
     ``scaled`` = ``w_x e`` from the forward."""
-    n_pos, k, d = tables.shape
-    grad_rows = grad_rows.view(n_pos, k, -1)
-    g_one, g_sq, g_proj = grad_rows[..., :d], grad_rows[..., d:2 * d], grad_rows[..., 2 * d:]
     g_scaled = torch.addcmul(g_one, scaled, g_sq, value=2.0)
-    g_tables = torch.einsum("pkh,hpd->pkd", g_proj, w1).add_(w[:, None, None] * g_scaled)
+    g_tables = torch.bmm(g_proj, w1.permute(1, 0, 2)).add_(w[:, None, None] * g_scaled)
     g_w = (g_scaled * tables).sum((1, 2))
-    g_w1 = torch.einsum("pkh,pkd->hpd", g_proj, tables)
+    g_w1 = torch.bmm(g_proj.transpose(1, 2), tables).permute(1, 0, 2)
     return g_tables, g_w, g_w1
 
 
@@ -138,14 +144,12 @@ class _TanhCross(torch.autograd.Function):
     def forward(ctx, tables, w, w1, bias, ids, offsets, inc_t):
         n_pos, k, d = tables.shape
         n_bags = bias.shape[0]
-        scaled = w[:, None, None] * tables
-        flat = scaled.view(n_pos * k, d)
-        proj = torch.bmm(tables, w1.permute(1, 2, 0)).view(n_pos * k, -1)  # W_x e for every token
+        scaled, squared, proj = token_parts(tables, w, w1)
 
-        def bag_sums(rows: torch.Tensor) -> torch.Tensor:
-            return F.embedding_bag(ids, rows, offsets, mode="sum").view(-1, n_bags, rows.shape[1])
+        def bag_sums(rows: torch.Tensor) -> torch.Tensor:  # (P, K, c) token rows -> (n, M, c) bag sums
+            return F.embedding_bag(ids, rows.view(n_pos * k, -1), offsets, mode="sum").view(-1, n_bags, rows.shape[-1])
 
-        one, sq, pre = bag_sums(flat), bag_sums(flat * flat), bag_sums(proj)
+        one, sq, pre = bag_sums(scaled), bag_sums(squared), bag_sums(proj)
         # tanh(x) = 2 sigmoid(2x) - 1: equal to float rounding, and about 2x faster than torch.tanh on this CPU build
         t = torch.sigmoid(pre.add_(bias).mul_(2.0)).mul_(2.0).sub_(1.0)
         out = torch.addcmul(one, one, one, value=0.5).sub_(sq, alpha=0.5).add_(t).sum(1)
@@ -163,14 +167,10 @@ class _TanhCross(torch.autograd.Function):
         def scatter(x: torch.Tensor) -> torch.Tensor:  # bag gradients -> token-row gradients (P, K, c)
             return csr_mm(ctx.inc_t, x.reshape(n * n_bags, -1)).view(*tables.shape[:2], -1)
 
-        g_one = scatter(torch.addcmul(g, g, one))  # d/d one: 1 + one
-        g_sq = scatter((g * -0.5).expand(n, n_bags, d))
-        g_scaled = torch.addcmul(g_one, scaled, g_sq, value=2.0)
-        g_proj = scatter(g_pre)
-        g_tables = torch.bmm(g_proj, w1.permute(1, 0, 2)).add_(w[:, None, None] * g_scaled)
-        g_w = (g_scaled * tables).sum((1, 2))
-        g_w1 = torch.bmm(g_proj.transpose(1, 2), tables).permute(1, 0, 2)
-        return g_tables, g_w, g_w1, g_pre.sum(0), None, None, None
+        grads = _token_parts_backward(scatter(torch.addcmul(g, g, one)),  # d/d one: 1 + one
+                                      scatter((g * -0.5).expand(n, n_bags, d)),  # d/d sq
+                                      scatter(g_pre), tables, w, w1, scaled)
+        return (*grads, g_pre.sum(0), None, None, None)
 
 
 def cross_all_items(nets: Sequence[CrossNetwork], tables: torch.Tensor, widths: Sequence[int],
