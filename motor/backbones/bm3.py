@@ -27,7 +27,9 @@ valid Recall@20 0.076 at epoch 3 vs 0.23 for IDs). Freezing the MLP bias, and BM
 reg_weight 0.01, n_layers 2), collapse the same way (valid Recall@20 0.075-0.103). So do the token ablations
 without a cross network, and a 10x smaller learning rate (scientific, seed 0, test Recall@20: mean of token
 embeddings 0.137, linear map 0.063, ms with lr 1e-4 0.063): the collapse comes from items sharing token rows under
-a negative-free objective, not from the cross network or the step size. Reported as measured.
+a negative-free objective, not from the cross network or the step size. Reported as measured (figures in this
+paragraph were taken with the dropout masks before 2026-11-25; the registry's BM3 runs were re-made with the
+current ones).
 """
 import torch
 from torch import nn
