@@ -17,19 +17,27 @@ import torch
 import torch.nn.functional as F
 
 
-_CSR_CACHE: dict[int, tuple] = {}
+_CACHE: dict[tuple, tuple] = {}
+
+
+def _kept_while_alive(owner: torch.Tensor, key: tuple, build):
+    """``build()``, computed once per (``owner`` tensor, ``key``) and dropped when ``owner`` is freed."""
+    key = (id(owner), *key)
+    hit = _CACHE.get(key)
+    if hit is not None and hit[0]() is owner:
+        return hit[1]
+    value = build()
+    _CACHE[key] = (weakref.ref(owner, lambda _, k=key: _CACHE.pop(k, None)), value)
+    return value
 
 
 def csr_pair(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """CSR copies of ``a`` and of its transpose, built once per adjacency tensor (dropped when it is freed)."""
-    key = id(a)
-    hit = _CSR_CACHE.get(key)
-    if hit is not None and hit[0]() is a:
-        return hit[1], hit[2]
-    coo = a.coalesce()
-    pair = (coo.to_sparse_csr(), coo.t().coalesce().to_sparse_csr())
-    _CSR_CACHE[key] = (weakref.ref(a, lambda _, k=key: _CSR_CACHE.pop(k, None)), *pair)
-    return pair
+    def build():
+        coo = a.coalesce()
+        return coo.to_sparse_csr(), coo.t().coalesce().to_sparse_csr()
+
+    return _kept_while_alive(a, ("csr",), build)
 
 
 def csr_mm(a_csr: torch.Tensor, x: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
@@ -47,22 +55,13 @@ def csr_mm(a_csr: torch.Tensor, x: torch.Tensor, scale: float = 1.0) -> torch.Te
                            per_sample_weights=_weights(a_csr, x.dtype, scale), include_last_offset=True)
 
 
-_WEIGHTS_CACHE: dict[tuple, tuple] = {}
-
-
 def _weights(a_csr: torch.Tensor, dtype: torch.dtype, scale: float) -> torch.Tensor:
     """``scale *`` the values of ``a_csr`` in ``dtype``, kept while the matrix lives (the products in a training
     step reuse the same few matrices and scales)."""
     values = a_csr.values()
     if values.dtype == dtype and scale == 1.0:
         return values
-    key = (id(a_csr), dtype, scale)
-    hit = _WEIGHTS_CACHE.get(key)
-    if hit is not None and hit[0]() is a_csr:
-        return hit[1]
-    weights = values.to(dtype) * scale
-    _WEIGHTS_CACHE[key] = (weakref.ref(a_csr, lambda _, k=key: _WEIGHTS_CACHE.pop(k, None)), weights)
-    return weights
+    return _kept_while_alive(a_csr, ("weights", dtype, scale), lambda: values.to(dtype) * scale)
 
 
 class _CSRMatmul(torch.autograd.Function):
