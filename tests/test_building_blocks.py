@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from motor.backbones.base import dropout, take
-from motor.backbones.features import project_rows
+from motor.backbones.features import _FrozenLinear, project, project_rows
 from motor.backbones.graph import layer_mean, layer_mean_rows, propagate
 from motor.perf import keep_freed_memory
 
@@ -111,6 +111,29 @@ def test_project_rows_both_paths_equal_direct_projection():
         torch.testing.assert_close(project_rows(lin, feats, index), want)
         for got, ref in zip(fast, (p.grad for p in lin.parameters())):
             torch.testing.assert_close(got, ref)
+
+
+def test_project_equals_linear_in_value_and_gradient():
+    torch.manual_seed(0)
+    feats = torch.randn(30, 7, dtype=torch.float64)
+    for bias in (True, False):
+        lin = torch.nn.Linear(7, 4, bias=bias).double()
+        up = torch.randn(30, 4, dtype=torch.float64)
+        (project(lin, feats) * up).sum().backward()
+        fast = [q.grad.clone() for q in lin.parameters()]
+        lin.zero_grad()
+        (lin(feats) * up).sum().backward()
+        torch.testing.assert_close(project(lin, feats), lin(feats))
+        for got, ref in zip(fast, (q.grad for q in lin.parameters())):
+            assert got.shape == ref.shape
+            torch.testing.assert_close(got, ref)
+    w, b = torch.randn(4, 7, dtype=torch.float64, requires_grad=True), torch.randn(4, dtype=torch.float64,
+                                                                                 requires_grad=True)
+    assert torch.autograd.gradcheck(lambda w, b: _FrozenLinear.apply(feats, w, b), (w, b))
+    # features that need a gradient take autograd's path and get one
+    trainable = feats.clone().requires_grad_()
+    project(lin, trainable).sum().backward()
+    torch.testing.assert_close(trainable.grad, lin.weight.detach().sum(0).expand(30, 7))
 
 
 def test_keep_freed_memory_is_idempotent():

@@ -36,7 +36,7 @@ from torch import nn
 
 from ..sparse import csr_mm
 from .base import Backbone, bpr_triplet_loss, normalize_rows, take
-from .features import modality_features
+from .features import modality_features, project
 
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta", category=UserWarning)
 
@@ -164,7 +164,7 @@ class GRCN(Backbone):
         """Content representation of modality m, (n_users + n_items, content_dim), and its edge attention
         (alpha_{u->i}, alpha_{i->u}), each (E,) in edge order."""
         u, i = self.edge_users, self.edge_items
-        f = normalize_rows(F.leaky_relu(self.encoders[m](getattr(self, f"features_{m}"))))
+        f = normalize_rows(F.leaky_relu(project(self.encoders[m], getattr(self, f"features_{m}"))))
         p = normalize_rows(self.preferences[m])
         for _ in range(self.n_routing):  # routing: user prototypes move towards the items they attend to
             a = segment_softmax(EdgeScores.apply(p, f, g), u, self.n_users)

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import Backbone, bpr_triplet_loss, info_nce, normalize_rows, take
-from .features import modality_features
+from .features import modality_features, project
 from .graph import bipartite_edges, cached_knn_graph, layer_mean, normalized_adjacency, propagate, spmm
 
 
@@ -90,7 +90,7 @@ class MGCN(Backbone):
         # item-item views of the purified modality features
         views = []
         for m in self.modalities:
-            h = items * self.purifier_gates[m](self.projections[m](getattr(self, f"features_{m}")))
+            h = items * self.purifier_gates[m](project(self.projections[m], getattr(self, f"features_{m}")))
             h = propagate(getattr(self, f"item_graph_{m}"), h, self.n_layers)[-1]
             views.append(torch.cat([spmm(self.user_item, h), h]))
         # behaviour-aware fuser

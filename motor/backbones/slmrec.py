@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import Backbone, info_nce, normalize_rows
-from .features import modality_features
+from .features import modality_features, project
 from .graph import layer_mean, normalized_adjacency, propagate
 
 SSL_TASKS = ("FAC", "FD", "FM")
@@ -69,7 +69,7 @@ class SLMRec(Backbone):
     # --- LightGCN branches -------------------------------------------------------------------------------------
     def branch_items(self) -> list[torch.Tensor]:
         """Item inputs of the branches: [item representation, W_m x for each modality m]."""
-        return [self.item_repr()] + [self.dense[m](getattr(self, f"features_{m}")) for m in self.modalities]
+        return [self.item_repr()] + [project(self.dense[m], getattr(self, f"features_{m}")) for m in self.modalities]
 
     def branch(self, items: torch.Tensor, dropout: float = 0.0) -> torch.Tensor:
         """LightGCN over [users; items]: mean of layers 0..L (dropout after each layer for FD views)."""

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from .base import Backbone, bpr_triplet_loss, l2_reg
-from .features import project_rows, stacked_features
+from .features import project, project_rows, stacked_features
 
 
 class VBPR(Backbone):
@@ -21,7 +21,7 @@ class VBPR(Backbone):
         self.reg_weight = reg_weight
 
     def items(self, index=None):
-        content = self.proj(self.features) if index is None else project_rows(self.proj, self.features, index)
+        content = project(self.proj, self.features) if index is None else project_rows(self.proj, self.features, index)
         return torch.cat([self.item_repr(index), content], dim=1)
 
     def embeddings(self):
