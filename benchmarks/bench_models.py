@@ -6,6 +6,7 @@ RSS is its own. Batch 2048, one negative, embedding 64 (MMRec's settings). MMRec
 machine (from the issues) are printed with the speed-up.
 
     python benchmarks/bench_models.py [--datasets ml100k baby] [--backbones lightgcn vbpr] [--epochs 3] [--repeats 3]
+                                      [--device cuda]
 """
 import argparse
 import json
@@ -25,7 +26,7 @@ MMREC = {("lightgcn", "ml100k"): (0.95, 0.16), ("lightgcn", "baby"): (3.2, 4.5),
          ("freedom", "ml100k"): (2.3, None), ("freedom", "baby"): (37.0, None), ("bm3", "ml100k"): (2.5, None)}
 
 
-def child(backbone: str, kind: str, dataset: str, epochs: int) -> dict:
+def child(backbone: str, kind: str, dataset: str, epochs: int, device: str = "cpu") -> dict:
     import resource
 
     import numpy as np
@@ -47,8 +48,9 @@ def child(backbone: str, kind: str, dataset: str, epochs: int) -> dict:
     torch.manual_seed(0)
     rep = build_item_repr(kind, ds.n_items, 64, token_ids=tok,
                           n_centroids=n_centroids_of(tok) if tok else 256)
-    model = build(backbone, ds, rep)
+    model = build(backbone, ds, rep).to(device)
     opt = make_optimizer(model)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     coo = ds.train.tocoo()
     users, items = coo.row.astype(np.int64), coo.col.astype(np.int64)
     keys, rng, gen = train_keys(ds.train), np.random.default_rng(0), torch.Generator().manual_seed(0)
@@ -58,22 +60,27 @@ def child(backbone: str, kind: str, dataset: str, epochs: int) -> dict:
         model.train()
         model.on_epoch_start(gen)
         perm = rng.permutation(len(users))
-        u, p = torch.from_numpy(users[perm]), torch.from_numpy(items[perm])
-        n = torch.from_numpy(sample_negatives(users[perm], ds.n_items, keys, rng))
+        u, p = torch.from_numpy(users[perm]).to(device), torch.from_numpy(items[perm]).to(device)
+        n = torch.from_numpy(sample_negatives(users[perm], ds.n_items, keys, rng)).to(device)
         for s in range(0, len(u), 2048):
             loss = model.loss(u[s:s + 2048], p[s:s + 2048], n[s:s + 2048])
             opt.zero_grad()
             loss.backward()
             opt.step()
+        sync()
         epoch_times.append(time.perf_counter() - t)
-    eval_times = [evaluate(model, ds, "valid", buckets=None).seconds for _ in range(3)]
-    return {"epoch_s": float(np.median(epoch_times[1:])), "eval_s": float(np.median(eval_times)),
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    eval_times = [evaluate(model, ds, "valid", buckets=None, device=device).seconds for _ in range(3)]
+    out = {"epoch_s": float(np.median(epoch_times[1:])), "eval_s": float(np.median(eval_times)),
+           "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if device.startswith("cuda"):
+        out["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return out
 
 
-def run_child(backbone: str, kind: str, dataset: str, epochs: int) -> dict | str:
+def run_child(backbone: str, kind: str, dataset: str, epochs: int, device: str = "cpu") -> dict | str:
     """One configuration in a fresh process: its result dict, or the last line of its error."""
-    out = subprocess.run([sys.executable, __file__, "--child", backbone, kind, dataset, "--epochs", str(epochs)],
+    out = subprocess.run([sys.executable, __file__, "--child", backbone, kind, dataset, "--epochs", str(epochs),
+                          "--device", device],
                          capture_output=True, text=True, env=os.environ)
     if out.returncode:
         return (out.stderr.strip().splitlines() or ["no output"])[-1]
@@ -94,13 +101,15 @@ def main():
     ap.add_argument("--repeats", type=int, default=3,
                     help="fresh processes per configuration, id and ms alternating (this VM's timings move by "
                          "about 30%% between identical runs); the median is reported with the range")
+    ap.add_argument("--device", default="cpu", help="cpu, or cuda where there is one (MMRec ratios are CPU-only)")
     ap.add_argument("--child", nargs=3, default=None)
     a = ap.parse_args()
     if a.child:
-        print(json.dumps(child(*a.child, a.epochs)))
+        print(json.dumps(child(*a.child, a.epochs, a.device)))
         return
-    header(f"model benchmark: seconds per epoch / per full evaluation, peak RSS; median (range) of {a.repeats} "
-           f"fresh processes, each the median of {a.epochs} epochs after a warm-up")
+    peak_of = "peak GPU memory" if a.device.startswith("cuda") else "peak RSS"
+    header(f"model benchmark on {a.device}: seconds per epoch / per full evaluation, {peak_of}; median (range) of "
+           f"{a.repeats} fresh processes, each the median of {a.epochs} epochs after a warm-up")
     from motor.backbones import REGISTRY
 
     backbones = a.backbones or list(REGISTRY)
@@ -112,7 +121,7 @@ def main():
             errors: dict[str, str] = {}
             for _ in range(a.repeats):
                 for kind in runs:
-                    r = run_child(bb, kind, dataset, a.epochs)
+                    r = run_child(bb, kind, dataset, a.epochs, a.device)
                     if isinstance(r, str):
                         errors[kind] = r
                     else:
@@ -124,14 +133,14 @@ def main():
                     continue
                 ep = [r["epoch_s"] for r in rs]
                 ev = float(np.median([r["eval_s"] for r in rs]))
-                ref = MMREC.get((bb, dataset))
+                ref = MMREC.get((bb, dataset)) if a.device == "cpu" else None
                 note = ""
                 if ref:
                     note = (f"{ref[0] / epoch[kind]:4.1f}x ({ref[0] / max(ep):.1f}-{ref[0] / min(ep):.1f})"
                             + (f", {ref[1] / ev:5.1f}x" if ref[1] else ""))
                 if kind == "ms" and "id" in epoch:
                     note += f" | {epoch['ms'] / epoch['id']:.2f}x"
-                peak = max(r["peak_rss_mb"] for r in rs)
+                peak = max(r.get("peak_gpu_mb", r["peak_rss_mb"]) for r in rs)
                 print(f"{dataset:<8} {bb:<9} {kind:<4} {spread(ep):>22} {ev:7.3f} {peak:8.0f}   {note}", flush=True)
 
 

@@ -123,8 +123,10 @@ def train(model, dataset, config: TrainConfig | None = None, callbacks: list[Cal
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         rng.bit_generator.state = state["np_rng"]
-        gen.set_state(state["edge_rng"])
-        torch.set_rng_state(state["torch_rng"])
+        gen.set_state(state["edge_rng"].cpu())  # generator states are CPU byte tensors; map_location moved them
+        torch.set_rng_state(state["torch_rng"].cpu())
+        if state.get("cuda_rng") is not None and device.type == "cuda":  # e.g. BM3's dropout views, drawn there
+            torch.cuda.set_rng_state(state["cuda_rng"].cpu(), device)
         history, best, start = state["history"], state["best"], state["epoch"] + 1
 
     try:
@@ -177,7 +179,8 @@ def train(model, dataset, config: TrainConfig | None = None, callbacks: list[Cal
             atomic_write_bytes(ckpt, _state_bytes({
                 "model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch, "history": history,
                 "best": best, "np_rng": rng.bit_generator.state, "edge_rng": gen.get_state(),
-                "torch_rng": torch.get_rng_state()}))
+                "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}))
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{record['loss']:.4f}", **{cfg.valid_metric: f"{best['metric']:.4f}"})
