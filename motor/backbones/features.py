@@ -1,4 +1,4 @@
-"""How backbones read the dataset's modality features (data, not model code)."""
+"""How backbones read the dataset's modality features, and project them (the features are data: never trained)."""
 import numpy as np
 import torch
 import torch.nn.functional as F
