@@ -2,12 +2,8 @@
 
 Data flows one way: ``load``/``synthetic`` -> ``tokenize`` -> item representation -> backbone -> ``run``.
 """
-import os
-
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # must precede the first OpenMP user (faiss, torch)
-
-from .data import Dataset, DataError, available, data_root, kcore, load, resplit  # noqa: E402
-from .synthetic import synthetic  # noqa: E402
-from .tokenizer import fit_tokenizers, tokenize  # noqa: E402
+from .data import Dataset, DataError, available, data_root, kcore, load, resplit
+from .synthetic import synthetic
+from .tokenizer import fit_tokenizers, tokenize  # loads faiss with its own OpenMP wait policy (see there)
 
 __version__ = "0.1.0"
