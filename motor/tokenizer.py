@@ -33,6 +33,7 @@ if _caller_policy is None:
     del os.environ["OMP_WAIT_POLICY"]
 else:
     os.environ["OMP_WAIT_POLICY"] = _caller_policy
+
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 

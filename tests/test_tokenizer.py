@@ -1,3 +1,7 @@
+import os
+import subprocess
+import sys
+
 import faiss
 import numpy as np
 import pytest
@@ -147,10 +151,6 @@ def test_faiss_threads_sleep_and_torch_keeps_the_callers_wait_policy(policy):
     """faiss's OpenMP runtime always waits passively (spinning made it 4-7x slower on 2 cores, and an ACTIVE idle
     faiss thread would spin through training), while the caller's OMP_WAIT_POLICY, or none, is left for torch's
     own runtime (PASSIVE made LightGCN epochs 1.25x slower)."""
-    import os
-    import subprocess
-    import sys
-
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
     if policy:
         env["OMP_WAIT_POLICY"] = policy
