@@ -25,6 +25,7 @@ import os
 _caller_policy = os.environ.get("OMP_WAIT_POLICY")
 os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
 
+import contextlib  # noqa: E402
 from dataclasses import asdict, dataclass, field  # noqa: E402
 
 import faiss  # noqa: E402
@@ -39,7 +40,7 @@ import pandas as pd  # noqa: E402
 
 from .cache import cache_dir, content_key, load_npz, save_npz  # noqa: E402
 
-TOKENIZER_VERSION = 2  # bump when the algorithm changes: invalidates every cache entry
+TOKENIZER_VERSION = 3  # bump when the algorithm changes: invalidates every cache entry
 
 
 @dataclass
@@ -87,6 +88,11 @@ class PQTokenizer:
         return int(self.centroids.shape[1]) if self.fitted else self.n_centroids
 
     def fit(self, x: np.ndarray) -> "PQTokenizer":
+        """Learn the rotation and codebooks from ``x`` (n, d). Runs on one thread (see :func:`one_thread`)."""
+        with one_thread():
+            return self._fit(x)
+
+    def _fit(self, x: np.ndarray) -> "PQTokenizer":
         x = _as_f32(x)
         n, d = x.shape
         if self.n_tokens < 1 or self.n_tokens > d:
@@ -129,6 +135,10 @@ class PQTokenizer:
 
     def encode(self, x: np.ndarray, batch: int = 8192) -> np.ndarray:
         """Token ids (n, D) int64: nearest centroid per rotated sub-vector (eq. 3). Works for unseen items."""
+        with one_thread():
+            return self._encode(x, batch)
+
+    def _encode(self, x: np.ndarray, batch: int) -> np.ndarray:
         D, K, ds = self.centroids.shape
         out = np.empty((len(x), D), dtype=np.int64)
         c_sq = (self.centroids ** 2).sum(-1)  # (D, K)
@@ -159,6 +169,28 @@ class PQTokenizer:
             raise RuntimeError("tokenizer is not fitted: call fit(features) first")
         if x.ndim != 2 or x.shape[1] != self.rotation.shape[1]:
             raise ValueError(f"expected features of shape (n, {self.rotation.shape[1]}), got {x.shape}")
+
+
+@contextlib.contextmanager
+def one_thread():
+    """Run the block with faiss's OpenMP, the BLAS libraries and torch on one thread each, then restore them.
+
+    Parallel reductions (k-means sums, GEMM blocking, eigen-solvers) round differently with different thread
+    counts, and an argmin between near-equal distances then flips a token id: on ``scientific``, 1 and 2 threads
+    gave different image tokens. One thread makes the token ids a function of the data and the seed alone; fitting
+    a tokenizer is a few seconds once per dataset and cached, so the lost parallelism costs little."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    faiss_threads, torch_threads = faiss.omp_get_max_threads(), torch.get_num_threads()
+    faiss.omp_set_num_threads(1)
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(limits=1):
+            yield
+    finally:
+        faiss.omp_set_num_threads(faiss_threads)
+        torch.set_num_threads(torch_threads)
 
 
 def _balanced_pca(x: np.ndarray, d_out: int, n_sub: int, seed: int) -> np.ndarray:
