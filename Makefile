@@ -7,8 +7,11 @@ STAMP  := $(VENV)/.motor-installed
 SHARED := $(shell [ -d ../shared/data ] && cd ../shared/data && pwd)
 # real data for tests/CI when the team's shared folder exists; otherwise data/ (or the synthetic default)
 export MOTOR_DATA ?= $(SHARED)
-DATASET ?= scientific
+# make run: DATASET empty = scientific when it is under MOTOR_DATA, else the synthetic set (one line says so);
+# a named DATASET that does not exist is an error listing the datasets found.
+DATASET ?=
 BACKBONE ?= lightgcn
+OUT ?= out
 
 .PHONY: env run test bench clean reports
 
@@ -22,16 +25,24 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	@touch $(STAMP)
 
-# Training jobs: OpenMP threads spin between the many small parallel ops of an epoch instead of sleeping
-# (LightGCN on ml100k, 2 cores: 0.30 s vs 0.46 s per epoch). Override with OMP_WAIT_POLICY=PASSIVE.
-TRAIN_ENV := OMP_WAIT_POLICY=$${OMP_WAIT_POLICY:-ACTIVE}
+# OpenMP for training jobs: idle OpenMP threads sleep (PASSIVE) unless you say otherwise. Spinning threads
+# (ACTIVE, and libgomp's default, which spins before it sleeps) are slow whenever the cores are shared: LightGCN-ms
+# on scientific, 2 cores at load 9-12, s/epoch: 1 thread 0.40, PASSIVE 0.65, default 4.1, ACTIVE 13.4.
+# Knobs: `make run OMP_WAIT_POLICY=ACTIVE` on an idle machine (faster there), `OMP_NUM_THREADS=1` on a busy one.
+TRAIN_ENV := OMP_WAIT_POLICY=$${OMP_WAIT_POLICY:-PASSIVE}
+# make run: train one model with notebooks/02_train.ipynb, then print its summary. The executed notebook and its
+# HTML page go to $(OUT)/ and the run to the user's registry (runs/, or $$MOTOR_RUNS): both git-ignored.
 run: $(STAMP)
-	@mkdir -p reports
-	$(TRAIN_ENV) $(VENV)/bin/papermill -k python3 --cwd notebooks notebooks/02_train.ipynb reports/02_train-$(DATASET)-$(BACKBONE).ipynb \
-		-p dataset $(DATASET) -p backbone $(BACKBONE)
-	@echo "executed notebook: reports/02_train-$(DATASET)-$(BACKBONE).ipynb"
+	@ds=$$($(PY) -m motor dataset $(DATASET)) || exit 1; \
+	nb=$(OUT)/02_train-$$ds-$(BACKBONE).ipynb; mkdir -p $(OUT); \
+	echo "training $(BACKBONE) on $$ds: notebooks/02_train.ipynb -> $$nb"; \
+	$(TRAIN_ENV) $(PY) -m motor.report execute notebooks/02_train.ipynb $$nb -p dataset $$ds -p backbone $(BACKBONE) \
+		--html >/dev/null || exit 1; \
+	$(PY) -m motor summary $$nb || exit 1; \
+	echo "notebook $$nb"; echo "report   $${nb%.ipynb}.html"
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check motor tests benchmarks
 	MOTOR_FAST=1 MOTOR_RUNS=$$(mktemp -d) MOTOR_CACHE=$$(mktemp -d) $(PY) -m pytest -q tests notebooks --nbval-lax -p no:cacheprovider
 
 bench: $(STAMP)
@@ -44,6 +55,7 @@ clean:
 # Full-mode executed notebooks for the reports (long: reuses the run registry, trains what it lacks).
 REPORT_DATASETS ?= scientific ml100k
 NOTEBOOKS := $(sort $(wildcard notebooks/0*.ipynb))
+reports: export MOTOR_RUNS = $(CURDIR)/reports/runs
 reports: $(STAMP)
 	@for d in $(REPORT_DATASETS); do mkdir -p reports/$$d; for nb in $(NOTEBOOKS); do \
 		out=reports/$$d/$$(basename $$nb); \

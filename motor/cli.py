@@ -1,106 +1,345 @@
-"""Command line: ``python -m motor train ...`` (one run), ``python -m motor runs`` (registry), ``info``."""
+"""Command line: ``python -m motor train ...`` (one run), ``compare`` (a grid), ``runs`` (registry table), ``info``,
+``dataset`` (which dataset a run would use), ``summary`` (the runs an executed notebook made).
+
+Errors a user can fix (a missing dataset, a bad value) print one line and exit with status 2.
+"""
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
+import time
+from pathlib import Path
+
+from .defaults import BATCH_SIZE, DIM, EPOCHS, LR, N_CENTROIDS, N_TOKENS, PATIENCE
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="motor", description="MOTOR workbench")
     sub = p.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("train", help="train and evaluate one configuration; saved in the run registry")
-    t.add_argument("--dataset", default="scientific")
+    t.add_argument("--dataset", default=None,
+                   help="dataset folder name under $MOTOR_DATA, a folder path, or 'synthetic' (default: scientific "
+                        "when present, else synthetic)")
     t.add_argument("--split", default="random", choices=["given", "random", "loo", "cold_item"])
     t.add_argument("--split-seed", type=int, default=0)
     t.add_argument("--backbone", default="lightgcn")
-    t.add_argument("--item-repr", default="ms", choices=["id", "ms", "ma", "mean", "linear"])
-    t.add_argument("--modalities", nargs="*", default=None)
-    t.add_argument("--n-tokens", type=int, default=4)
+    t.add_argument("--item-repr", default="ms", help="a registered item representation, e.g. id, ms, ma "
+                   "(motor.item_repr.ITEM_REPRS; an unknown name lists them)")
+    t.add_argument("--modalities", nargs="*", default=None, help="e.g. --modalities text (default: all)")
+    t.add_argument("--n-tokens", type=int, default=N_TOKENS)
+    t.add_argument("--n-centroids", type=int, default=N_CENTROIDS)
+    t.add_argument("--dim", type=int, default=DIM)
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--epochs", type=int, default=300)
-    t.add_argument("--patience", type=int, default=20)
+    t.add_argument("--epochs", type=int, default=EPOCHS)
+    t.add_argument("--patience", type=int, default=PATIENCE)
+    t.add_argument("--lr", type=float, default=LR)
+    t.add_argument("--batch-size", type=int, default=BATCH_SIZE)
+    t.add_argument("--hparams", type=_json_dict, default={}, help='backbone settings as JSON, e.g. \'{"n_layers": 3}\'')
+    t.add_argument("--tcn", type=_json_dict, default={}, help='Token Cross Network settings, e.g. \'{"hidden": [64]}\'')
+    t.add_argument("--tokenizer", type=_json_dict, default={},
+                   help='extra tokenizer settings, e.g. \'{"subspace_seeds": true}\'')
+    t.add_argument("--tag", default="", help="free label; tagged runs are kept out of the main tables")
     t.add_argument("--device", default="cpu")
     t.add_argument("--reuse", action="store_true", help="return the saved run if this config already ran")
-    t.add_argument("--json", action="store_true", help="print the result as JSON")
+    t.add_argument("--json", action="store_true", help="print the result as JSON (progress lines go to stderr)")
     c = sub.add_parser("compare", help="run (or reuse) a grid and print test mean ± std and improvement over id")
-    c.add_argument("--datasets", nargs="+", default=["scientific"])
+    c.add_argument("--datasets", nargs="+", default=[None], help="default: scientific when present, else synthetic")
     c.add_argument("--backbones", nargs="+", default=None, help="default: all registered backbones")
-    c.add_argument("--item-reprs", nargs="+", default=["id", "ms", "ma"])
+    c.add_argument("--item-reprs", nargs="+", default=None, help="default: the headline ones (id ms ma)")
     c.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    c.add_argument("--epochs", type=int, default=300)
+    c.add_argument("--epochs", type=int, default=EPOCHS)
     c.add_argument("--device", default="cpu")
     c.add_argument("--markdown", default=None, help="also write the table as markdown to this file")
-    r = sub.add_parser("runs", help="list saved runs")
+    r = sub.add_parser("runs", help="mean ± std table of the saved runs (one cell per configuration)")
     r.add_argument("--metric", default="recall@20")
+    r.add_argument("--registry", default=None, help="registry folder (default: $MOTOR_RUNS, else runs/); the "
+                                                    "committed results are in reports/runs")
+    r.add_argument("--variant", default="", help="show the runs of this variant (see the list printed below)")
     i = sub.add_parser("info", help="load a dataset and print its summary")
     i.add_argument("dataset")
+    d = sub.add_parser("dataset", help="print the dataset a run would use (exit 2 if a named one does not exist)")
+    d.add_argument("name", nargs="?", default=None)
+    s = sub.add_parser("summary", help="summarise runs: give run ids or executed notebooks (their runs are found "
+                                       "in the outputs)")
+    s.add_argument("sources", nargs="+")
+    s.add_argument("--json", action="store_true")
+    _add_tune_parser(sub)
     args = p.parse_args(argv)
 
-    if args.cmd == "train":
-        from .experiment import resolve_dataset_name, run
+    from .data import DataError
+    from .params import ParameterError
 
-        res = run(dataset=resolve_dataset_name(args.dataset), split=args.split, split_seed=args.split_seed,
-                  backbone=args.backbone, item_repr=args.item_repr, modalities=args.modalities,
-                  n_tokens=args.n_tokens, seed=args.seed, epochs=args.epochs, patience=args.patience,
-                  device=args.device, reuse=args.reuse, progress=sys.stderr.isatty(), keep_model=False)
-        if args.json:
-            print(json.dumps({"run_id": res.run_id, "valid": res.valid, "test": res.test, "params": res.params,
-                              "timings": res.timings}, indent=1))
-        else:
-            print(f"run {res.run_id}  (best epoch {res.best_epoch}, {res.stopped})")
-            print(res.summary().round(4).to_string())
-        return 0
-    if args.cmd == "compare":
-        from .analysis import compare_table, mean_std_pivot
-        from .backbones import REGISTRY
-        from .experiment import resolve_dataset_name, run
-        from .runs import load
+    try:
+        return COMMANDS[args.cmd](args)
+    except (DataError, ParameterError, FileNotFoundError, KeyError, ValueError) as e:
+        print(f"motor {args.cmd}: error: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr)
+        return 2
 
-        done = set()
-        for name in args.datasets:
-            ds_name = resolve_dataset_name(name)
-            for bb in args.backbones or list(REGISTRY):
-                for kind in args.item_reprs:
-                    for seed in args.seeds:
-                        res = run(dataset=ds_name, backbone=bb, item_repr=kind, seed=seed, epochs=args.epochs,
-                                  device=args.device, reuse=True, keep_model=False, progress=False)
-                        done.add(res.run_id)
-                        print(f"{res.run_id}: test recall@20 {res.test['recall@20']:.4f} "
-                              f"(best epoch {res.best_epoch})", flush=True)
-        df = load()
-        df = df[df.run_id.isin(done)]
-        for m in ("recall", "ndcg"):
-            t = compare_table(df, m, 20)
-            print(f"\n== test {m}@20, mean ± std over seeds ==")
-            print(mean_std_pivot(t).to_string())
-            print(t.pivot_table(index=["dataset", "backbone"], columns="item_repr", values="improvement_%")
-                  .round(1).to_string())
-        if args.markdown:
-            from pathlib import Path
 
-            from .analysis import results_markdown
-            from .cache import atomic_write_text
+def _json_dict(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"not JSON ({e}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object such as '{{\"n_layers\": 2}}', got {text!r}")
+    return value
 
-            atomic_write_text(Path(args.markdown), results_markdown(df) + "\n")
-        return 0
-    if args.cmd == "runs":
-        from .analysis import compare_table, main_runs
-        from .runs import load
 
-        df = main_runs(load())
-        if df.empty:
-            print("no runs saved yet")
-            return 0
+def _train(args) -> int:
+    from .experiment import resolve_dataset_name, run
+
+    t0 = time.perf_counter()
+    log = sys.stderr if args.json else sys.stdout  # --json keeps stdout for the JSON document
+    dataset = resolve_dataset_name(args.dataset, file=log)
+    bar = sys.stdout.isatty() and sys.stderr.isatty()  # a terminal gets a progress bar, a log one line per epoch
+    res = run(dataset=dataset, split=args.split, split_seed=args.split_seed, backbone=args.backbone,
+              item_repr=args.item_repr, modalities=args.modalities or None, n_tokens=args.n_tokens,
+              n_centroids=args.n_centroids, dim=args.dim, seed=args.seed, epochs=args.epochs,
+              patience=args.patience, lr=args.lr, batch_size=args.batch_size, hparams=args.hparams, tcn=args.tcn,
+              tokenizer=args.tokenizer, tag=args.tag, device=args.device, reuse=args.reuse, progress=bar,
+              keep_model=False, save_model=True, callbacks=() if bar else (epoch_printer(args.epochs, log),))
+    wall = time.perf_counter() - t0
+    if args.json:
+        print(json.dumps({**run_summary(res), "wall_seconds": wall, "valid": res.valid, "test": res.test,
+                          "params": res.params, "timings": res.timings}, indent=1))
+    else:
+        print(format_summary(res, wall))
+    return 0
+
+
+def epoch_printer(epochs: int, file=None, metric: str = "recall@20"):
+    """A training callback that prints one flushed line per epoch (for logs, where a progress bar is invisible)."""
+    best = {"value": float("-inf"), "epoch": -1}
+
+    def callback(epoch: int, record: dict) -> None:
+        value = record.get(f"valid_{metric}")
+        line = f"epoch {epoch}/{epochs - 1}  loss {record['loss']:.4f}  {record['train_seconds']:.2f} s"
+        if value is not None:
+            if value > best["value"]:
+                best.update(value=value, epoch=epoch)
+            line += f"  valid {metric} {value:.4f} (best {best['value']:.4f} at epoch {best['epoch']})"
+        print(line, file=file or sys.stdout, flush=True)
+
+    return callback
+
+
+def run_summary(res) -> dict:
+    """The facts a finished run is reported with (dataset used, model, metrics at 20, epochs, seconds)."""
+    cfg = res.config
+    return {"run_id": res.run_id, "dataset": cfg["dataset"], "backbone": cfg["backbone"],
+            "item_repr": cfg["item_repr"], "split": cfg["split"], "seed": cfg["seed"],
+            "valid_recall@20": res.valid.get("recall@20"), "valid_ndcg@20": res.valid.get("ndcg@20"),
+            "test_recall@20": res.test.get("recall@20"), "test_ndcg@20": res.test.get("ndcg@20"),
+            "best_epoch": res.best_epoch, "stopped": res.stopped, "epochs_trained": len(res.history),
+            "train_seconds": res.timings.get("train_seconds")}
+
+
+def format_summary(res, wall_seconds: float | None = None) -> str:
+    """A few lines for the terminal: what ran, on which data, how it scored, how long it took."""
+    s = run_summary(res)
+    size = res.config.get("dataset_summary") or {}
+    shape = f" ({size['users']:,} users x {size['items']:,} items)" if {"users", "items"} <= set(size) else ""
+    took = f"{s['train_seconds']:.1f} s training" if s["train_seconds"] is not None else "time not recorded"
+    if wall_seconds is not None:
+        took += f", {wall_seconds:.1f} s in all"
+    metrics = res.summary().loc[[m for m in ("recall@20", "ndcg@20", "recall@10", "ndcg@10") if m in res.valid]]
+    return "\n".join([
+        f"run      {s['run_id']}",
+        f"dataset  {s['dataset']}{shape}, split {s['split']}",
+        f"model    {s['backbone']} with item representation {s['item_repr']}, seed {s['seed']}",
+        f"trained  {s['epochs_trained']} epoch{'' if s['epochs_trained'] == 1 else 's'} ({s['stopped']}, "
+        f"best epoch {s['best_epoch']}), {took}",
+        metrics.round(4).to_string()])
+
+
+def _compare(args) -> int:
+    from .analysis import compare_table, mean_std_pivot
+    from .backbones import REGISTRY
+    from .experiment import RunConfig, resolve_dataset_name, run_grid
+    from .item_repr import headline_item_reprs
+    from .runs import load
+
+    configs = [RunConfig(dataset=resolve_dataset_name(name), backbone=bb, item_repr=kind, seed=seed,
+                         epochs=args.epochs, device=args.device)
+               for name in args.datasets for bb in args.backbones or list(REGISTRY)
+               for kind in args.item_reprs or headline_item_reprs() for seed in args.seeds]
+
+    def report(res) -> None:
+        print(f"{res.run_id}: test recall@20 {res.test['recall@20']:.4f} (best epoch {res.best_epoch})", flush=True)
+
+    results, _ = run_grid(configs, keep_model=False, save_model=False, progress=False, on_result=report)
+    df = load()
+    df = df[df.run_id.isin({r.run_id for r in results})]
+    for m in ("recall", "ndcg"):
+        t = compare_table(df, m, 20)
+        print(f"\n== test {m}@20, mean ± std over seeds ==")
+        print(mean_std_pivot(t).to_string())
+        print(t.pivot_table(index=["dataset", "backbone"], columns="item_repr", values="improvement_%")
+              .round(1).to_string())
+    if args.markdown:
+        from .analysis import results_markdown
+        from .cache import atomic_write_text
+
+        atomic_write_text(Path(args.markdown), results_markdown(df) + "\n")
+    return 0
+
+
+def _runs(args) -> int:
+    from .analysis import compare_table, main_runs
+    from .runs import load, runs_dir
+
+    root = Path(args.registry) if args.registry else runs_dir()
+    everything = load(root)
+    df = main_runs(everything, variant=args.variant)
+    if df.empty:
+        print(f"no runs {'of variant ' + repr(args.variant) + ' ' if args.variant else ''}saved under {root}"
+              + ("" if args.registry else "; the committed results: python -m motor runs --registry reports/runs"))
+    else:
         m, k = args.metric.split("@")
         print(compare_table(df, metric=m, k=int(k)).to_string())
-        return 0
-    if args.cmd == "info":
-        from .experiment import get_dataset
+    others = everything[~everything.run_id.isin(df.run_id)].drop_duplicates("run_id")
+    if len(others):
+        variants = sorted(v for v in others.variant.unique() if v and v != args.variant)
+        print(f"\n{len(others)} more runs are not in this table (another split, token count, modality subset or "
+              "variant)" + (". Variants (--variant NAME): " + "; ".join(variants) if variants else "."))
+    return 0
 
-        print(repr(get_dataset(args.dataset, "given")))
+
+def _info(args) -> int:
+    from .experiment import get_dataset, resolve_dataset_name
+
+    print(repr(get_dataset(resolve_dataset_name(args.dataset), "given")))
+    return 0
+
+
+def _dataset(args) -> int:
+    from .experiment import resolve_dataset_name
+
+    print(resolve_dataset_name(args.name, file=sys.stderr))  # the fallback line on stderr, the name on stdout
+    return 0
+
+
+RUN_ID = re.compile(r"[\w.@+-]+-D\d+-s\d+-[0-9a-f]{8}")
+
+
+def run_ids_in_notebook(path: str | Path) -> list[str]:
+    """Ids of saved runs that an executed notebook's outputs mention, in order of first mention."""
+    import nbformat
+
+    from . import runs
+
+    nb = nbformat.read(str(path), as_version=4)
+    found: list[str] = []
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            text = out.get("text", "") or (out.get("data") or {}).get("text/plain", "")
+            for rid in RUN_ID.findall(text if isinstance(text, str) else "".join(text)):
+                if rid not in found and runs.exists(rid):
+                    found.append(rid)
+    return found
+
+
+def _summary(args) -> int:
+    from .experiment import from_registry
+
+    ids: list[str] = []
+    for src in args.sources:
+        if src.endswith(".ipynb"):
+            found = run_ids_in_notebook(src)
+            if not found:
+                raise FileNotFoundError(f"{src}: its outputs name no run saved in the registry "
+                                        "(was it executed with the same MOTOR_RUNS?)")
+            ids += [r for r in found if r not in ids]
+        elif src not in ids:
+            ids.append(src)
+    results = [from_registry(rid) for rid in ids]
+    if args.json:
+        print(json.dumps([run_summary(r) for r in results], indent=1))
+    else:
+        print("\n\n".join(format_summary(r) for r in results))
+    return 0
+
+
+def _add_tune_parser(sub) -> None:
+    u = sub.add_parser("tune", help="hyper-parameter search on valid with Ray Tune (every trial a saved run); "
+                                    "prints the trials and the selected configuration")
+    u.add_argument("--dataset", nargs="+", default=[None], help="default: scientific when present, else synthetic")
+    u.add_argument("--backbone", nargs="+", default=["lightgcn"])
+    u.add_argument("--item-repr", nargs="+", default=["ms"])
+    u.add_argument("--space", type=_space, default=None,
+                   help='JSON {name: [values]}, e.g. \'{"n_tokens": [2, 4], "reg_weight": [1e-2, 1e-4]}\', or '
+                        '"small"; default: the backbone\'s MMRec grid x n_tokens {2, 4, 8, 16}')
+    u.add_argument("--epochs", type=int, default=None, help=f"maximum epochs per trial (default {EPOCHS})")
+    u.add_argument("--budget", type=_budget, default="grid", help="grid (every point), asha (every point, bad "
+                   "trials stopped early), or a number n of points drawn from the grid")
+    u.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds per point (selection on their mean)")
+    u.add_argument("--repeat-seeds", nargs="+", type=int, default=None,
+                   help="then run the selected configurations with these seeds, e.g. 0 1 2")
+    u.add_argument("--split", default="random", choices=["given", "random", "loo", "cold_item"])
+    u.add_argument("--patience", type=int, default=PATIENCE)
+    u.add_argument("--metric", default="recall@20", help="valid metric to select on")
+    u.add_argument("--address", default=None, help="a running Ray cluster (default: $RAY_ADDRESS, else local)")
+    u.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray (default: all)")
+    u.add_argument("--cpus-per-trial", type=int, default=1)
+    u.add_argument("--gpus-per-trial", type=float, default=0, help="e.g. 0.25: four trials share a GPU")
+    u.add_argument("--device", default=None, help="default: cuda when --gpus-per-trial > 0, else cpu")
+    u.add_argument("--no-reuse", action="store_true", help="retrain trials already in the registry")
+    u.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    u.add_argument("--json", action="store_true", help="print trials and selection as JSON")
+
+
+def _space(text: str):
+    return text if text == "small" else _json_dict(text)
+
+
+def _budget(text: str):
+    if text in ("grid", "asha"):
+        return text
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected grid, asha or a number of points, got {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"the number of points must be >= 1, got {n}")
+    return n
+
+
+def _tune(args) -> int:
+    from .experiment import resolve_dataset_name
+    from .tune import tune, tune_seeds
+
+    datasets = [resolve_dataset_name(name, file=sys.stderr) for name in args.dataset]
+    fixed = {"split": args.split, "patience": args.patience}
+    if args.device:
+        fixed["device"] = args.device
+    launch = {"address": args.address, "num_cpus": args.num_cpus, "cpus_per_trial": args.cpus_per_trial,
+              "gpus_per_trial": args.gpus_per_trial, "progress": not args.quiet, "reuse": not args.no_reuse}
+    trials, selected = tune(datasets, args.backbone, args.item_repr, args.space, epochs=args.epochs,
+                            seeds=args.seeds, budget=args.budget, metric=args.metric, **launch, **fixed)
+    if args.repeat_seeds:
+        selected = tune_seeds(selected, args.repeat_seeds, **launch)
+    valid = f"valid_{args.metric}"
+    shown = ["dataset", "backbone", "item_repr", "hyper_parameters", "seeds", valid, "test_recall@20",
+             "test_ndcg@20", "n_complete", "n_points"]
+    if args.json:
+        print(json.dumps({"trials": json.loads(trials.to_json(orient="records")),
+                          "selected": json.loads(selected[[c for c in shown if c in selected]]
+                                                 .assign(run_ids=selected.run_ids).to_json(orient="records"))},
+                         indent=1))
         return 0
-    return 1
+    cols = [c for c in ["backbone", "item_repr", "hyper_parameters", "seed", "status", valid, "best_epoch"]
+            if c in trials]
+    print(trials[cols].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    print("\n== selected on valid (test read for these only) ==")
+    print(selected[[c for c in shown if c in selected]].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    return 0
+
+
+COMMANDS = {"train": _train, "compare": _compare, "runs": _runs, "info": _info, "dataset": _dataset,
+            "summary": _summary, "tune": _tune}
 
 
 if __name__ == "__main__":

@@ -66,6 +66,9 @@ class Dataset:
     timestamps: sp.csr_matrix | None = None  # user x item, same pattern as all splits together
     dropped: dict[str, int] = field(default_factory=dict)
     split_name: str = "given"
+    # valid/test rows left out of the splits because their user has no train row (columns user, item, label,
+    # timestamp); resplit puts them back
+    dropped_rows: pd.DataFrame | None = None
 
     @property
     def item_popularity(self) -> np.ndarray:
@@ -157,27 +160,41 @@ def _find_inter(folder: Path) -> Path:
                     f"{folder.name}.inter. Fix: keep one, or name the one to use after the folder.")
 
 
+_MAX_EXACT_ID = 2 ** 53  # ids above this do not survive a float and are never dense anyway
+
+
 def _int_column(df: pd.DataFrame, col: str, path: Path) -> np.ndarray:
+    """Column ``col`` as int64 ids; a DataError names the file, the column and the row (file line) of the first
+    value that is not a non-negative integer."""
     values = pd.to_numeric(df[col], errors="coerce")
-    bad = values.isna() | (values != np.floor(values.fillna(0)))
+    bad = values.isna() | ~np.isfinite(values) | (values != np.floor(values.fillna(0)))
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0])
         raise DataError(f"{path}: column {col!r} row {row + 2} holds {df[col].iloc[row]!r}, not an integer id. "
                         f"Fix: ids must be 0-based integers.")
-    arr = values.to_numpy(dtype=np.int64)
-    if (arr < 0).any():
-        row = int(np.flatnonzero(arr < 0)[0])
-        raise DataError(f"{path}: column {col!r} row {row + 2} holds negative id {arr[row]}. "
+    if (values < 0).any():
+        row = int(np.flatnonzero((values < 0).to_numpy())[0])
+        raise DataError(f"{path}: column {col!r} row {row + 2} holds negative id {df[col].iloc[row]}. "
                         "Fix: ids must be 0-based non-negative integers.")
-    return arr
+    if len(values) and values.max() >= _MAX_EXACT_ID:
+        row = int(values.to_numpy().argmax())
+        raise DataError(_sparse_ids_message(path, col, row, df[col].iloc[row], len(df)))
+    return values.to_numpy(dtype=np.int64)
+
+
+def _sparse_ids_message(path: Path, col: str, row: int, value, n_rows: int) -> str:
+    return (f"{path}: column {col!r} row {row + 2} holds id {value}, but ids must be dense 0-based integers "
+            f"(0 .. number of distinct ids - 1); max id {value} for {n_rows:,} rows. Fix: map the ids to "
+            "0, 1, 2, ... (e.g. pandas.factorize) and keep the mapping next to the dataset.")
 
 
 def _read_inter(path: Path) -> pd.DataFrame:
     try:
         df = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
-    except Exception as exc:  # pragma: no cover - pandas parse errors vary
-        raise DataError(f"{path}: cannot be read as a tab-separated table ({exc}). Fix: write it as TSV "
-                        "with a header line.") from exc
+    except Exception as exc:  # pandas parse errors, UnicodeDecodeError, empty file
+        raise DataError(f"{path}: cannot be read as a tab-separated table ({type(exc).__name__}: {exc}). "
+                        "Fix: write it as UTF-8 TSV with a header line and the same number of fields on every "
+                        "line.") from exc
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
     if missing:
         raise DataError(f"{path}: missing column(s) {missing}; found {list(df.columns)}. "
@@ -191,64 +208,199 @@ def _read_inter(path: Path) -> pd.DataFrame:
                         "allowed values are 0 (train), 1 (valid), 2 (test). Fix the label or re-split the data.")
     out["label"] = labels.to_numpy(dtype=np.int64)
     if "timestamp" in df.columns:
+        if (df["timestamp"].str.strip() == "").all():
+            warnings.warn(f"{path}: column 'timestamp' is empty in every row; read as absent (the 'loo' split "
+                          "then breaks ties at random).", stacklevel=3)
+            return out
         ts = pd.to_numeric(df["timestamp"], errors="coerce")
-        out["timestamp"] = ts.fillna(0).to_numpy(dtype=np.float64)
+        bad = ts.isna() | ~np.isfinite(ts)
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            raise DataError(f"{path}: column 'timestamp' row {row + 2} holds {df['timestamp'].iloc[row]!r}, not a "
+                            f"number ({int(bad.sum()):,} such rows). Fix: numeric timestamps (e.g. Unix seconds) "
+                            "in every row, or drop the column (the 'loo' split orders by it).")
+        out["timestamp"] = ts.to_numpy(dtype=np.float64)
     return out
+
+
+def _npy_header(path: Path) -> tuple[tuple, np.dtype, int]:
+    """(shape, dtype, bytes of array data the header promises) of a ``.npy`` file, read without loading it; a
+    DataError names the file when it is empty, not a ``.npy``, an object (pickle) array or shorter than promised."""
+    size = path.stat().st_size
+    if size == 0:
+        raise DataError(f"{path}: empty file (0 bytes). Fix: write it again with numpy.save.")
+    try:
+        with open(path, "rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+            else:
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+            offset = fh.tell()
+    except Exception as exc:
+        raise DataError(f"{path}: not a readable .npy file ({type(exc).__name__}: {exc}). Fix: write it with "
+                        "numpy.save.") from exc
+    if dtype.hasobject:
+        raise DataError(f"{path}: not a plain numeric array (dtype {dtype}: it would need pickle to load, which "
+                        "could run code). Fix: save it with numpy.save of a float matrix.")
+    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if size - offset < expected:
+        raise DataError(f"{path}: truncated: its header promises shape {shape} of {dtype} ({expected:,} bytes of "
+                        f"data) but the file holds {size - offset:,}. Fix: write it again with numpy.save.")
+    return tuple(shape), dtype, expected
+
+
+def _read_npy(path: Path) -> np.ndarray:
+    _npy_header(path)
+    try:
+        return np.load(path, allow_pickle=False)
+    except Exception as exc:
+        raise DataError(f"{path}: cannot be read ({type(exc).__name__}: {exc}). Fix: write it again with "
+                        "numpy.save.") from exc
+
+
+def _feature_rows(paths: list[Path]) -> int | None:
+    """Row count shared by every feature file (None without any); a DataError names each file and its row count
+    when they disagree, or a file that is not a 2-D numeric matrix."""
+    rows = {}
+    for path in paths:
+        shape, dtype, _ = _npy_header(path)
+        if len(shape) != 2 or not (np.issubdtype(dtype, np.number) and dtype.kind != "c"):
+            raise DataError(f"{path}: expected a 2-D numeric matrix of real numbers (items x dims), got dtype "
+                            f"{dtype} with shape {shape}. Fix: save a float matrix with one row per item.")
+        rows[path] = shape[0]
+    if len(set(rows.values())) > 1:
+        listing = ", ".join(f"{p.name}: {r:,} rows" for p, r in rows.items())
+        raise DataError(f"{paths[0].parent}: the feature files disagree on the number of items ({listing}). "
+                        "Fix: one row per itemID in every <modality>_feat.npy.")
+    return next(iter(rows.values()), None)
 
 
 def _load_features(folder: Path, n_items: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     features, masks = {}, {}
     for path in sorted(folder.glob("*_feat.npy")):
         modality = path.name[: -len("_feat.npy")]
-        try:
-            arr = np.load(path, allow_pickle=False)
-        except ValueError as exc:
-            raise DataError(f"{path}: not a plain numeric array (it would need pickle to load, which could run "
-                            "code). Fix: save it with numpy.save of a float matrix.") from exc
-        if not np.issubdtype(arr.dtype, np.number) or arr.ndim != 2:
-            raise DataError(f"{path}: expected a 2-D numeric matrix (items x dims), got dtype {arr.dtype} with "
-                            f"shape {arr.shape}. Fix: save a float matrix with one row per item.")
+        arr = _read_npy(path)
+        if not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr) or arr.ndim != 2:
+            raise DataError(f"{path}: expected a 2-D numeric matrix of real numbers (items x dims), got dtype "
+                            f"{arr.dtype} with shape {arr.shape}. Fix: save a float matrix with one row per item.")
         if arr.shape[0] != n_items:
             raise DataError(f"{path}: {arr.shape[0]} feature rows but the interactions use {n_items} items "
                             f"(max itemID + 1). Fix: one row per itemID, row i = item i.")
-        arr = arr.astype(np.float32, copy=False)
         finite = np.isfinite(arr)
         if not finite.all():
             row = int(np.flatnonzero(~finite.all(axis=1))[0])
             raise DataError(f"{path}: NaN or inf in the features (first at row/item {row}). "
                             "Fix: impute the missing vectors (e.g. the modality mean) and record them in "
                             f"{modality}_mask.npy.")
+        arr = arr.astype(np.float32, copy=False)
+        if not np.isfinite(arr).all():
+            row = int(np.flatnonzero(~np.isfinite(arr).all(axis=1))[0])
+            raise DataError(f"{path}: values beyond the float32 range (first at row/item {row}), which motor "
+                            "computes in. Fix: rescale the features.")
+        if len(arr) > 1 and (arr == arr[0]).all():
+            warnings.warn(f"{path}: all {len(arr):,} rows are identical (constant features): this modality cannot "
+                          "tell items apart (every item gets the same tokens).", stacklevel=3)
         features[modality] = np.ascontiguousarray(arr)
         mask_path = folder / f"{modality}_mask.npy"
         if mask_path.is_file():
-            mask = np.load(mask_path, allow_pickle=False)
-            if mask.shape != (n_items,):
-                raise DataError(f"{mask_path}: shape {mask.shape}, expected ({n_items},). Fix: one bool per item.")
-            masks[modality] = mask.astype(bool)
+            masks[modality] = _read_mask(mask_path, n_items)
+    for mask_path in sorted(folder.glob("*_mask.npy")):
+        if mask_path.name[: -len("_mask.npy")] not in features:
+            warnings.warn(f"{mask_path}: no matching {mask_path.name.replace('_mask', '_feat')}; the mask is "
+                          "ignored.", stacklevel=3)
     return features, masks
+
+
+def _read_mask(path: Path, n_items: int) -> np.ndarray:
+    """A ``<modality>_mask.npy``: bool, or numbers that are all 0/1, one per item."""
+    mask = _read_npy(path)
+    if mask.shape != (n_items,):
+        raise DataError(f"{path}: shape {mask.shape}, expected ({n_items},). Fix: one bool per item.")
+    if mask.dtype != bool:
+        if not np.issubdtype(mask.dtype, np.number) or np.iscomplexobj(mask):
+            raise DataError(f"{path}: dtype {mask.dtype}; expected bool (True = real feature). Fix: save a bool "
+                            "array.")
+        bad = ~np.isin(mask, (0, 1))
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise DataError(f"{path}: item {i} holds {mask[i].item()!r}; a mask holds only True/False (or 1/0), "
+                            f"{int(bad.sum()):,} values are neither. Fix: save a bool array.")
+    return mask.astype(bool)
 
 
 def _load_item_text(folder: Path, n_items: int) -> list[str] | None:
     tsv, js = folder / "item_text.tsv", folder / "item_text.json"
     if tsv.is_file():
-        df = pd.read_csv(tsv, sep="\t", dtype=str, keep_default_na=False, quoting=3)
-        if "itemID" not in df.columns or "text" not in df.columns:
-            raise DataError(f"{tsv}: needs columns 'itemID' and 'text'; found {list(df.columns)}.")
-        ids = _int_column(df, "itemID", tsv)
-        texts = [""] * n_items
-        for i, t in zip(ids, df["text"]):
-            if i < n_items:
-                texts[i] = t.strip()
-        return texts
+        return _item_text_tsv(tsv, n_items)
     if js.is_file():
-        with open(js, encoding="utf-8") as fh:
-            data = json.load(fh)
-        if isinstance(data, dict):
-            data = [data.get(str(i), "") for i in range(n_items)]
-        if not isinstance(data, list) or len(data) != n_items:
-            raise DataError(f"{js}: expected a list of {n_items} strings (one per itemID).")
-        return [str(t) for t in data]
+        return _item_text_json(js, n_items)
     return None
+
+
+def _utf8(path: Path) -> str:
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise DataError(f"{path}: not UTF-8 (byte {exc.start}, line {line}: {raw[exc.start:exc.start + 4]!r}). "
+                        "Fix: save the file as UTF-8.") from exc
+
+
+def _item_text_tsv(path: Path, n_items: int) -> list[str]:
+    """``item_text.tsv``: a header naming ``itemID`` and ``text``, then one tab-separated line per item (quotes
+    are text, not quoting; items without a line get "")."""
+    lines = _utf8(path).splitlines()
+    header = lines[0].split("\t") if lines else []
+    if "itemID" not in header or "text" not in header:
+        raise DataError(f"{path}: needs columns 'itemID' and 'text' (tab-separated header); found {header}.")
+    c_id, c_text = header.index("itemID"), header.index("text")
+    texts, seen = [""] * n_items, {}
+    for line_no, line in enumerate(lines[1:], start=2):
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        if len(fields) != len(header):
+            raise DataError(f"{path}: line {line_no} has {len(fields)} tab-separated fields, the header has "
+                            f"{len(header)} (a tab inside a text?). Fix: replace tabs inside texts by spaces.")
+        raw_id = fields[c_id].strip()
+        if not raw_id.isdigit():
+            raise DataError(f"{path}: line {line_no}, column 'itemID' holds {fields[c_id]!r}, not a 0-based "
+                            "integer id.")
+        i = int(raw_id)
+        if i >= n_items:
+            raise DataError(f"{path}: line {line_no} has itemID {i}, but the dataset has {n_items:,} items "
+                            f"(ids 0..{n_items - 1}). Fix: drop the line or check the id mapping.")
+        if i in seen:
+            raise DataError(f"{path}: itemID {i} on lines {seen[i]} and {line_no}. Fix: one line per item.")
+        seen[i] = line_no
+        texts[i] = fields[c_text].strip()
+    return texts
+
+
+def _item_text_json(path: Path, n_items: int) -> list[str]:
+    """``item_text.json``: a list of ``n_items`` strings, or an object {"itemID": text} (missing items get "")."""
+    try:
+        data = json.loads(_utf8(path))
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}).") from exc
+    if isinstance(data, dict):
+        out = [""] * n_items
+        for key, text in data.items():
+            if not (key.isdigit() and int(key) < n_items):
+                raise DataError(f"{path}: key {key!r} is not an itemID in 0..{n_items - 1}. Fix: keys are the "
+                                "items' 0-based ids as strings.")
+            out[int(key)] = text
+        data = out
+    if not isinstance(data, list) or len(data) != n_items:
+        got = f"a list of {len(data)}" if isinstance(data, list) else type(data).__name__
+        raise DataError(f"{path}: expected a list of {n_items} strings (one per itemID), got {got}.")
+    bad = [i for i, t in enumerate(data) if not isinstance(t, str)]
+    if bad:
+        raise DataError(f"{path}: entry {bad[0]} is {type(data[bad[0]]).__name__} {data[bad[0]]!r}, not a string "
+                        f"({len(bad):,} such entries). Fix: one string per item (\"\" for none).")
+    return list(data)
 
 
 def _csr(users: np.ndarray, items: np.ndarray, shape: tuple[int, int], values=None) -> sp.csr_matrix:
@@ -264,7 +416,8 @@ def from_interactions(name: str, users, items, labels, n_users: int, n_items: in
     """Build a :class:`Dataset` from parallel arrays (0-based ids; labels 0/1/2).
 
     Duplicate (user, item) pairs keep their first row (a warning gives the count); valid/test rows of users
-    without any train row are dropped (as MMRec does) and counted in ``dataset.dropped``.
+    without any train row are left out of the splits (as MMRec does), counted in ``dataset.dropped`` and kept in
+    ``dataset.dropped_rows``, so that :func:`resplit` draws its new split from every interaction.
     """
     users, items, labels = (np.asarray(a, dtype=np.int64) for a in (users, items, labels))
     order = np.arange(len(users))
@@ -276,10 +429,15 @@ def from_interactions(name: str, users, items, labels, n_users: int, n_items: in
                       stacklevel=2)
     keep = np.sort(first)
     users, items, labels, order = users[keep], items[keep], labels[keep], order[keep]
+    t_all = np.asarray(timestamps, dtype=np.float64)[keep] if timestamps is not None else None
     has_train = np.zeros(n_users, dtype=bool)
     has_train[users[labels == 0]] = True
     orphan = ~has_train[users]
     n_orphan = int(orphan.sum())
+    dropped_rows = None
+    if n_orphan:
+        dropped_rows = pd.DataFrame({"user": users[orphan], "item": items[orphan], "label": labels[orphan],
+                                     "timestamp": t_all[orphan] if t_all is not None else np.nan})
     users, items, labels, order = users[~orphan], items[~orphan], labels[~orphan], order[~orphan]
     if not (labels == 0).any():
         raise DataError(f"{source}: the train split is empty (no row with x_label 0). Fix: re-split the data, "
@@ -287,16 +445,19 @@ def from_interactions(name: str, users, items, labels, n_users: int, n_items: in
     shape = (n_users, n_items)
     splits = {s: _csr(users[labels == k], items[labels == k], shape) for k, s in enumerate(SPLITS)}
     ts = None
-    if timestamps is not None:
-        t = np.asarray(timestamps, dtype=np.float64)[keep][~orphan]
-        ts = _csr(users, items, shape, values=t + 1.0)  # +1 so that a 0 timestamp is stored explicitly
+    if t_all is not None:
+        ts = _csr(users, items, shape, values=t_all[~orphan] + 1.0)  # +1 so that a 0 timestamp is stored explicitly
     return Dataset(name=name, n_users=n_users, n_items=n_items, **splits, features=dict(features or {}),
                    feature_masks=dict(feature_masks or {}), item_text=item_text, timestamps=ts,
-                   dropped={"duplicates": n_dup, "rows_of_users_without_train": n_orphan}, split_name=split_name)
+                   dropped={"duplicates": n_dup, "rows_of_users_without_train": n_orphan}, split_name=split_name,
+                   dropped_rows=dropped_rows)
 
 
 def load(name_or_path: str | os.PathLike) -> Dataset:
-    """Read and validate an MMRec dataset folder (a path, or a folder name under :func:`data_root`)."""
+    """Read and validate an MMRec dataset folder (a path, or a folder name under :func:`data_root`).
+
+    What is accepted, warned about and refused is listed in ``data/README.md``; every refusal is a
+    :class:`DataError` naming the file, the row or column where there is one, and the fix."""
     folder = _resolve_folder(name_or_path)
     inter_path = _find_inter(folder)
     df = _read_inter(inter_path)
@@ -304,23 +465,27 @@ def load(name_or_path: str | os.PathLike) -> Dataset:
         raise DataError(f"{inter_path}: no interaction rows. Fix: add rows userID itemID rating timestamp x_label.")
     n_users = int(df["user"].max()) + 1
     n_items = int(df["item"].max()) + 1
-    feats = sorted(folder.glob("*_feat.npy"))
-    if feats:  # items without any interaction still have a feature row: trust the feature files for n_items
-        n_items = max(n_items, _feature_rows(feats[0]))
+    feature_rows = _feature_rows(sorted(folder.glob("*_feat.npy")))
+    _check_dense(inter_path, df, "user", "userID", len(df))
+    _check_dense(inter_path, df, "item", "itemID", max(len(df), feature_rows or 0))
+    if feature_rows is not None and feature_rows > n_items:  # items without any interaction: catalogue items
+        warnings.warn(f"{folder}: the feature files have {feature_rows:,} rows but {inter_path.name} uses items "
+                      f"0..{n_items - 1} only: the other {feature_rows - n_items:,} items have no interaction and "
+                      "are kept as catalogue items (they are ranked, never held out).", stacklevel=2)
+        n_items = feature_rows
     features, masks = _load_features(folder, n_items)
     return from_interactions(folder.name, df["user"], df["item"], df["label"], n_users, n_items,
                              features=features, feature_masks=masks, item_text=_load_item_text(folder, n_items),
                              timestamps=df["timestamp"] if "timestamp" in df else None, source=str(inter_path))
 
 
-def _feature_rows(path: Path) -> int:
-    """Row count of a plain 2-D ``.npy`` (header only, via mmap); 0 when it is not one — the full load then
-    reports the problem with the file name."""
-    try:
-        arr = np.load(path, mmap_mode="r", allow_pickle=False)
-        return arr.shape[0] if arr.ndim == 2 else 0
-    except Exception:
-        return 0
+def _check_dense(path: Path, df: pd.DataFrame, col: str, name: str, bound: int) -> None:
+    """Refuse ids that cannot be dense: a max id >= ``bound`` (the row count, or the feature rows for items)
+    means most ids in between are unused, and every id costs a row in every model table."""
+    ids = df[col].to_numpy()
+    row = int(ids.argmax())
+    if ids[row] >= bound:
+        raise DataError(_sparse_ids_message(path, name, row, int(ids[row]), len(df)))
 
 
 # ----------------------------------------------------------------------------------------------- splitting
@@ -330,13 +495,17 @@ def _triples(ds: Dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(users, items, timestamps) of all interactions, sorted by user then item."""
     allm = ds.all_interactions().tocoo()
     u, i = allm.row.astype(np.int64), allm.col.astype(np.int64)
-    order = np.lexsort((i, u))
-    u, i = u[order], i[order]
     if ds.timestamps is not None:
         t = np.asarray(ds.timestamps[u, i]).ravel() - 1.0
     else:
         t = np.zeros(len(u))
-    return u, i, t
+    if ds.dropped_rows is not None and len(ds.dropped_rows):  # rows the current split left out: drawn again
+        d = ds.dropped_rows
+        u = np.concatenate([u, d["user"].to_numpy(np.int64)])
+        i = np.concatenate([i, d["item"].to_numpy(np.int64)])
+        t = np.concatenate([t, np.nan_to_num(d["timestamp"].to_numpy(np.float64))])
+    order = np.lexsort((i, u))
+    return u[order], i[order], t[order]
 
 
 def _rank_within_user(users: np.ndarray, key: np.ndarray) -> np.ndarray:
@@ -419,7 +588,8 @@ def resplit(ds: Dataset, scheme: str = "random", seed: int = 0, ratios=(0.8, 0.1
 
 def kcore(ds: Dataset, k: int) -> Dataset:
     """Keep the largest sub-dataset where every user and item has >= k interactions (all splits); re-indexes
-    users and items to 0-based ids and subsets features and text accordingly."""
+    users and items to 0-based ids and subsets features and text accordingly. Rows the split left out
+    (``ds.dropped_rows``: users without a train row) are not counted and not carried over."""
     allm = ds.all_interactions()
     users = np.ones(ds.n_users, dtype=bool)
     items = np.ones(ds.n_items, dtype=bool)
@@ -458,3 +628,55 @@ def kcore(ds: Dataset, k: int) -> Dataset:
 def with_features(ds: Dataset, **features: np.ndarray) -> Dataset:
     """Copy of ``ds`` with some modality features replaced (handy for tests and what-if analyses)."""
     return replace(ds, features={**ds.features, **features})
+
+
+def sparsify(ds: Dataset, keep: float, seed: int = 0) -> Dataset:
+    """Keep a random ``keep`` fraction of each user's interactions (all splits together), for sparsity studies.
+
+    A user with n interactions keeps ``max(1, sround(keep * n))`` of them (``sround`` rounds up with probability
+    equal to the fractional part, seeded, so the kept share is ``keep`` in expectation), chosen uniformly at random;
+    at least one kept row is a train row, so every user keeps a train interaction and a "given" split stays usable.
+    Kept rows keep their split label; re-split the result as usual (``resplit``). Items left without
+    interactions (and users that had none) are dropped and ids are re-indexed 0-based in their old order; features,
+    feature masks, item text and timestamps follow their items. ``keep=1`` keeps every interaction.
+    """
+    if not 0 < keep <= 1:
+        raise ValueError(f"sparsify: keep must be in (0, 1], got {keep!r}. Fix: pass the fraction of each user's "
+                         "interactions to keep, e.g. 0.4.")
+    rng = np.random.default_rng(seed)
+    parts = [ds.split(s).tocoo() for s in SPLITS]
+    u = np.concatenate([p.row for p in parts]).astype(np.int64)
+    i = np.concatenate([p.col for p in parts]).astype(np.int64)
+    lab = np.concatenate([np.full(p.nnz, k, dtype=np.int64) for k, p in enumerate(parts)])
+    order = np.lexsort((i, u))  # canonical row order: the draw depends on the data, not on the CSR layout
+    u, i, lab = u[order], i[order], lab[order]
+    counts = np.bincount(u, minlength=ds.n_users)
+    n_keep = np.maximum(1, _stochastic_round(counts * float(keep), rng))
+    rank = _rank_within_user(u, rng.random(len(u)))
+    kept = rank < n_keep[u]
+    # a user whose kept rows hold no train row swaps its last kept row for its first-ranked train row
+    big = np.iinfo(np.int64).max
+    first_train = np.full(ds.n_users, big)
+    np.minimum.at(first_train, u[lab == 0], rank[lab == 0])
+    has_kept_train = np.zeros(ds.n_users, dtype=bool)
+    has_kept_train[u[kept & (lab == 0)]] = True
+    swap = (~has_kept_train) & (first_train < big)
+    kept[swap[u] & (rank == n_keep[u] - 1)] = False
+    kept[swap[u] & (lab == 0) & (rank == first_train[u])] = True
+    u, i, lab = u[kept], i[kept], lab[kept]
+    users = np.zeros(ds.n_users, dtype=bool)
+    users[u] = True
+    items = np.zeros(ds.n_items, dtype=bool)
+    items[i] = True
+    umap = np.cumsum(users) - 1
+    imap = np.cumsum(items) - 1
+    ts = None
+    if ds.timestamps is not None:
+        ts = np.asarray(ds.timestamps[u, i]).ravel() - 1.0
+    old_items = np.flatnonzero(items)
+    return from_interactions(ds.name, umap[u], imap[i], lab, int(users.sum()), int(items.sum()),
+                             features={m: f[items] for m, f in ds.features.items()},
+                             feature_masks={m: f[items] for m, f in ds.feature_masks.items()},
+                             item_text=[ds.item_text[j] for j in old_items] if ds.item_text is not None else None,
+                             timestamps=ts, split_name=f"{ds.split_name}+keep{keep:g}(seed={seed})",
+                             source=f"sparsify({ds.name})")

@@ -9,8 +9,11 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import re
+import sys
 import time
-from dataclasses import asdict, dataclass, field
+import warnings
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -18,19 +21,25 @@ import pandas as pd
 import torch
 
 from . import runs
-from .backbones import build
-from .data import Dataset, available, load, resplit
-from .evaluate import DEFAULT_BUCKETS, evaluate
-from .item_repr import ITEM_REPRS, build_item_repr
+from .backbones import BASELINES, REGISTRY, backbone_class, build
+from .data import Dataset, available, load, resplit, sparsify
+from .defaults import BATCH_SIZE, DIM, EPOCHS, LR, N_CENTROIDS, N_TOKENS, PATIENCE
+from .evaluate import DEFAULT_BUCKETS, evaluate, evaluate_cold_candidates
+from .item_repr import build_item_repr, item_repr_class
 from .synthetic import synthetic
-from .tokenizer import n_centroids_of, tokenize
-from .train import TrainConfig, train
+from .tokenizer import PQTokenizer, n_centroids_of, tokenize
+from .train import TrainConfig, train, trainer_settings
 
 
 @dataclass
 class RunConfig:
     """Everything that defines a run. ``split``: "given" (the file's x_label), "random" (paper 8:1:1), "loo",
-    "cold_item"; the split is drawn with ``split_seed`` (fixed across model seeds, so runs are paired)."""
+    "cold_item"; the split is drawn with ``split_seed`` (fixed across model seeds, so runs are paired).
+
+    ``item_repr``: a registered item representation (``motor.item_repr.ITEM_REPRS``), ``tcn`` its keyword
+    arguments. ``modalities``: the modalities the run uses (default all): the tokens are built from them and the
+    backbone reads only their features, so ``["text"]`` is a text-only model (a "text tokens only" run of VBPR
+    never reads the image features). ``hparams``: the backbone's keyword arguments."""
 
     dataset: str = "scientific"
     split: str = "random"
@@ -38,29 +47,188 @@ class RunConfig:
     backbone: str = "lightgcn"
     item_repr: str = "ms"
     modalities: list | None = None
-    n_tokens: int = 4
-    n_centroids: int = 256
-    dim: int = 64
+    n_tokens: int = N_TOKENS
+    n_centroids: int = N_CENTROIDS
+    dim: int = DIM
     seed: int = 0
-    epochs: int = 300
-    patience: int = 20
-    lr: float = 1e-3
-    batch_size: int = 2048
+    epochs: int = EPOCHS
+    patience: int = PATIENCE
+    lr: float = LR
+    batch_size: int = BATCH_SIZE
     device: str = "cpu"
     hparams: dict = field(default_factory=dict)
     tcn: dict = field(default_factory=dict)
     tokenizer: dict = field(default_factory=dict)  # extra PQTokenizer parameters, e.g. {"subspace_seeds": True}
     cold_fraction: float = 0.2
     tag: str = ""
+    keep: float = 1.0  # share of each user's interactions kept before splitting (data.sparsify, seed split_seed)
+    weight_decay: float | None = None  # Adam weight decay; None: the backbone's own (train.trainer_settings)
+    lr_schedule: list | None = None  # (factor, epochs): lr x factor ** (epoch / epochs); None: the backbone's own
+
+    def trainer(self) -> dict:
+        """Effective weight decay and lr schedule (explicit values, else the backbone's ``trainer_defaults``)."""
+        cls = REGISTRY.get(self.backbone.lower()) or BASELINES.get(self.backbone.lower())
+        return trainer_settings(cls, self.weight_decay, self.lr_schedule)
 
     def run_id(self) -> str:
         d = asdict(self)
         d.pop("device")  # the device does not change what is computed (up to float rounding)
-        if not d["tokenizer"]:  # added later: runs with the default tokenizer keep their ids
+        # fields added later leave the ids of runs at their defaults unchanged
+        if not d["tokenizer"]:
             d.pop("tokenizer")
+        if d["keep"] == 1.0:
+            d.pop("keep")
+        d.pop("weight_decay"), d.pop("lr_schedule")
+        trainer = {k: v for k, v in self.trainer().items() if v}  # effective values: 0 / constant drop out
+        if trainer:
+            d["trainer"] = trainer
         digest = hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:8]
         mods = "+".join(self.modalities) if self.modalities else "all"
-        return f"{self.dataset}-{self.split}-{self.backbone}-{self.item_repr}-{mods}-D{self.n_tokens}-s{self.seed}-{digest}"
+        data = dataset_id(self.dataset)
+        data = data if self.keep == 1.0 else f"{data}@keep{self.keep:g}"
+        return f"{data}-{self.split}-{self.backbone}-{self.item_repr}-{mods}-D{self.n_tokens}-s{self.seed}-{digest}"
+
+
+    def validate(self) -> "RunConfig":
+        """Check every field's type and range before anything is loaded; returns ``self``. A
+        :class:`ConfigError` names the field, its value and the allowed values. The modalities are checked against
+        the dataset once it is loaded."""
+        _check(isinstance(self.dataset, str) and self.dataset.strip() != "" and "\0" not in self.dataset,
+               "dataset", self.dataset, "a dataset name under the data root, 'synthetic', or a folder path (a str)")
+        _check(self.split in SPLIT_SCHEMES, "split", self.split, f"one of {list(SPLIT_SCHEMES)}")
+        for name in ("split_seed", "seed"):
+            _int_field(self, name, 0, 2 ** 32 - 1)
+        names = sorted(REGISTRY) + sorted(BASELINES)
+        _check(isinstance(self.backbone, str) and self.backbone.lower() in names, "backbone", self.backbone,
+               f"one of {names}")
+        reprs = item_repr_names()
+        _check(isinstance(self.item_repr, str) and self.item_repr in reprs, "item_repr", self.item_repr,
+               f"one of {reprs} (registered item representations)")
+        if isinstance(self.modalities, str):
+            raise ConfigError(f"RunConfig.modalities={self.modalities!r}: a list of modality names, e.g. "
+                              f"[{self.modalities!r}], or None for all (a string would be read letter by letter)")
+        _check(self.modalities is None or (isinstance(self.modalities, (list, tuple)) and len(self.modalities) > 0
+                                           and all(isinstance(m, str) and _MODALITY.fullmatch(m)
+                                                   for m in self.modalities)
+                                           and len(set(self.modalities)) == len(self.modalities)),
+               "modalities", self.modalities, "None (all) or a non-empty list of distinct modality names "
+               "(letters, digits, '_', '-', '.')")
+        for name, low in (("n_tokens", 1), ("dim", 1), ("epochs", 1), ("patience", 1), ("batch_size", 1)):
+            _int_field(self, name, low)
+        k = self.n_centroids
+        _check(_is_int(k) and 2 <= k <= 256 and not k & (k - 1), "n_centroids", k,
+               "a power of two in [2, 256] (2, 4, ..., 256)")
+        _check(_is_real(self.lr) and 0 < self.lr < float("inf"), "lr", self.lr, "a finite number > 0")
+        _check(_is_real(self.cold_fraction) and 0 < self.cold_fraction < 1, "cold_fraction", self.cold_fraction,
+               "a number in (0, 1)")
+        _check(_is_real(self.keep) and 0 < self.keep <= 1, "keep", self.keep, "a number in (0, 1]")
+        _check(isinstance(self.tag, str), "tag", self.tag, "a str")
+        _check_device(self.device)
+        _check_kwargs(self, "hparams", _init_parameters(backbone_class(self.backbone), 3))
+        _check_kwargs(self, "tcn", _init_parameters(item_repr_class(self.item_repr), 0,
+                                                    skip=("n_items", "dim", "token_ids", "n_centroids", "modalities")))
+        _check_kwargs(self, "tokenizer", [f.name for f in fields(PQTokenizer)
+                                          if f.name not in ("n_tokens", "n_centroids", "rotation", "centroids")]
+                      + ["disambiguate"])  # tokenize()'s own option
+        try:
+            self.trainer()
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"RunConfig.weight_decay={self.weight_decay!r} / lr_schedule={self.lr_schedule!r}: "
+                              f"{exc}") from None
+        return self
+
+
+SPLIT_SCHEMES = ("given", "random", "loo", "cold_item")
+_MODALITY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+_PLAIN_DATASET = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")
+
+
+class ConfigError(ValueError):
+    """A run parameter has the wrong type or value; the message names the parameter, the value and what is
+    allowed."""
+
+
+def item_repr_names() -> list[str]:
+    """Names of the registered item representations (asked each time: a notebook may register more)."""
+    from . import item_repr
+
+    return list(item_repr.ITEM_REPRS)
+
+
+def dataset_id(dataset: str) -> str:
+    """The dataset part of a run id. A plain name (``scientific``) stays as it is, so the ids of saved runs do
+    not change; anything else (a path) becomes the slug of the folder's name plus a hash of its resolved path,
+    so that a run id is always one folder name under the registry and two folders of one name stay apart."""
+    if _PLAIN_DATASET.fullmatch(dataset):
+        return dataset
+    folder = Path(dataset).expanduser().resolve()
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", folder.name).strip("-.") or "dataset"
+    return f"{slug}-{hashlib.sha256(str(folder).encode()).hexdigest()[:8]}"
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def _is_real(v) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_)) \
+        and np.isfinite(v)
+
+
+def _check(ok: bool, name: str, value, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(f"RunConfig.{name}={value!r} ({type(value).__name__}) is not allowed: use {allowed}.")
+
+
+def _int_field(cfg, name: str, low: int, high: int | None = None) -> None:
+    v = getattr(cfg, name)
+    bounds = f"an integer >= {low}" if high is None else f"an integer in [{low}, {high}]"
+    _check(_is_int(v) and v >= low and (high is None or v <= high), name, v, bounds)
+
+
+def _check_device(device) -> None:
+    """``device`` must name a device this torch can use: "cpu", "cuda", "cuda:N" (N < the visible count),
+    "mps"."""
+    allowed = "'cpu', 'cuda', 'cuda:N' or 'mps'"
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ConfigError(f"RunConfig.device={device!r} is not a device name: use {allowed}.") from None
+    if dev.type == "cuda":
+        if torch.version.cuda is None:
+            raise ConfigError(f"RunConfig.device={device!r}: CUDA is not available in this torch build (torch "
+                              f"{torch.__version__} is CPU-only). Fix: device='cpu', or install a CUDA build of "
+                              "torch.")
+        count = torch.cuda.device_count()
+        if count == 0 or (dev.index is not None and dev.index >= count):
+            raise ConfigError(f"RunConfig.device={device!r}: this machine shows {count} CUDA device(s). Fix: "
+                              f"device='cpu'{' or cuda:0..cuda:' + str(count - 1) if count else ''}.")
+    elif dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ConfigError(f"RunConfig.device={device!r}: MPS is not available on this machine. Fix: "
+                              "device='cpu'.")
+    elif dev.type != "cpu":
+        raise ConfigError(f"RunConfig.device={device!r}: motor runs on {allowed}.")
+
+
+def _init_parameters(cls, n_positional: int, skip: tuple = ()) -> list[str] | None:
+    """Keyword parameters of ``cls.__init__`` after ``self`` and ``n_positional`` data arguments (None when it
+    takes ``**kwargs``: anything may be right)."""
+    import inspect
+
+    params = list(inspect.signature(cls.__init__).parameters.values())[1 + n_positional:]
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    return [p.name for p in params if p.name not in skip and p.name != "dim"]
+
+
+def _check_kwargs(cfg, name: str, allowed: list[str] | None) -> None:
+    value = getattr(cfg, name)
+    _check(isinstance(value, dict) and all(isinstance(k, str) for k in value), name, value,
+           "a dict of keyword arguments (str keys)")
+    unknown = [k for k in value if allowed is not None and k not in allowed]
+    if unknown:
+        raise ConfigError(f"RunConfig.{name} has unknown key(s) {unknown}; allowed: {sorted(allowed)}.")
 
 
 @dataclass
@@ -84,81 +252,193 @@ class RunResult:
         return pd.DataFrame({"valid": self.valid, "test": self.test}).drop(index="n_users", errors="ignore")
 
 
-def resolve_dataset_name(name: str, verbose: bool = True) -> str:
-    """``name`` if it can be loaded, else ``"synthetic"`` with one line saying why (the main job never fails)."""
-    if name == "synthetic" or Path(name).is_dir() or name in available():
-        return name
-    if verbose:
-        from .data import data_root
+DEFAULT_DATASET = "scientific"  # what "no dataset named" means when it is under the data root
 
-        print(f"dataset {name!r} not found under {data_root()} (set MOTOR_DATA); using the built-in synthetic "
-              "dataset instead.")
-    return "synthetic"
+
+def resolve_dataset_name(name: str | None = None, verbose: bool = True, file=None) -> str:
+    """The dataset a run uses. ``None`` or "" (nothing asked): :data:`DEFAULT_DATASET` when it is under the data
+    root, else ``"synthetic"`` with one line (on ``file``, default stdout) saying so. A named dataset must exist:
+    ``"synthetic"``, a folder path, or a folder under the data root; anything else raises :class:`DataError`
+    listing the datasets found."""
+    from .data import DataError, data_root
+
+    if not name:
+        if DEFAULT_DATASET in available():
+            return DEFAULT_DATASET
+        if verbose:
+            print(f"no dataset named and {DEFAULT_DATASET!r} is not under {data_root()} (set MOTOR_DATA): using the "
+                  "built-in synthetic dataset.", file=file or sys.stdout, flush=True)
+        return "synthetic"
+    if name == "synthetic" or name in available() or Path(name).is_dir():
+        return name
+    found = available()
+    raise DataError(f"dataset {name!r} not found under {data_root()} ($MOTOR_DATA); datasets found there: "
+                    f"{', '.join(found) if found else 'none'} (and 'synthetic', built in). Fix: pick one of those, "
+                    "or set MOTOR_DATA to the folder that holds it.")
 
 
 @functools.lru_cache(maxsize=16)
-def get_dataset(name: str, split: str = "random", split_seed: int = 0, cold_fraction: float = 0.2) -> Dataset:
-    """Load (or generate) a dataset and apply the split scheme; cached in-process."""
+def get_dataset(name: str, split: str = "random", split_seed: int = 0, cold_fraction: float = 0.2,
+                keep: float = 1.0) -> Dataset:
+    """Load (or generate) a dataset, keep a ``keep`` share of each user's interactions (``data.sparsify`` with
+    seed ``split_seed``) and apply the split scheme; cached in-process."""
     ds = synthetic(seed=0) if name == "synthetic" else load(name)
+    if keep != 1.0:
+        ds = sparsify(ds, keep, seed=split_seed)
     if split == "given":
         return ds
     return resplit(ds, split, seed=split_seed, cold_fraction=cold_fraction)
 
 
-def run(config: RunConfig | None = None, *, reuse: bool = False, save: bool = True, progress: bool = True,
-        keep_model: bool = True, save_vectors: bool = False, **kwargs) -> RunResult:
-    """Train and evaluate one configuration; see :class:`RunConfig` for the keyword arguments."""
-    cfg = config or RunConfig(**kwargs)
-    if config is not None and kwargs:
-        cfg = RunConfig(**{**asdict(config), **kwargs})
-    if cfg.item_repr not in ITEM_REPRS:
-        raise ValueError(f"unknown item_repr {cfg.item_repr!r}; use one of {ITEM_REPRS}")
-    rid = cfg.run_id()
-    if reuse and runs.exists(rid):
-        return from_registry(rid)
-    timings = {}
-    ds = get_dataset(cfg.dataset, cfg.split, cfg.split_seed, cfg.cold_fraction)
-    t0 = time.perf_counter()
-    token_ids, k = None, cfg.n_centroids
-    if cfg.item_repr != "id":
-        token_ids = tokenize(ds, cfg.n_tokens, n_centroids=cfg.n_centroids, modalities=cfg.modalities,
-                             **cfg.tokenizer)
-        k = n_centroids_of(token_ids, cfg.n_centroids)
-    timings["tokenize_seconds"] = time.perf_counter() - t0
+def with_modalities(ds: Dataset, modalities: list[str] | None) -> Dataset:
+    """``ds`` with only the features of ``modalities`` (None: ``ds`` itself); the interactions are shared."""
+    if not modalities:
+        return ds
+    unknown = [m for m in modalities if m not in ds.features]
+    if unknown:
+        raise ValueError(f"RunConfig.modalities: {unknown} not among dataset {ds.name!r}'s modalities "
+                         f"{ds.modalities}; pick from those (or None for all)")
+    keep = set(modalities)
+    return replace(ds, features={m: f for m, f in ds.features.items() if m in keep},
+                   feature_masks={m: f for m, f in ds.feature_masks.items() if m in keep})
+
+
+def run_tokens(cfg: RunConfig, ds: Dataset) -> dict[str, np.ndarray] | None:
+    """The token ids a run of ``cfg`` uses (None for an ID model); cached by content and parameters."""
+    if not item_repr_class(cfg.item_repr).needs_tokens:
+        return None
+    return tokenize(ds, cfg.n_tokens, n_centroids=cfg.n_centroids, modalities=cfg.modalities, **cfg.tokenizer)
+
+
+def build_model(cfg: RunConfig, ds: Dataset | None = None, token_ids: dict[str, np.ndarray] | None = None,
+                n_centroids: int | None = None):
+    """The untrained model of ``cfg`` (seeded with ``cfg.seed``): item representation inside its backbone, on
+    ``ds`` (default: the run's dataset and split) and ``token_ids`` (default: :func:`run_tokens`); ``n_centroids``
+    overrides the token tables' rows (default: the effective K of ``token_ids``). Returns (model, ds, token_ids)."""
+    ds = ds if ds is not None else get_dataset(cfg.dataset, cfg.split, cfg.split_seed, cfg.cold_fraction, cfg.keep)
+    if token_ids is None:
+        token_ids = run_tokens(cfg, ds)
+    k = n_centroids or (n_centroids_of(token_ids) if token_ids is not None else cfg.n_centroids)
     torch.manual_seed(cfg.seed)
     rep = build_item_repr(cfg.item_repr, ds.n_items, cfg.dim, token_ids=token_ids, n_centroids=k,
                           modalities=cfg.modalities, **cfg.tcn)
-    model = build(cfg.backbone, ds, rep, **({"dim": cfg.dim} if cfg.backbone != "pop" else {}), **cfg.hparams)
+    dim = {"dim": cfg.dim} if backbone_class(cfg.backbone).takes_dim else {}
+    model = build(cfg.backbone, with_modalities(ds, cfg.modalities), rep, **dim, **cfg.hparams)
+    return model, ds, token_ids
+
+
+def config_from_dict(d: dict) -> RunConfig:
+    """A :class:`RunConfig` from a saved ``config.json`` (keys that are not fields, e.g. its summary, dropped)."""
+    names = {f.name for f in fields(RunConfig)}
+    return RunConfig(**{k: v for k, v in d.items() if k in names})
+
+
+def run(config: RunConfig | None = None, *, reuse: bool = False, save: bool = True, progress: bool = True,
+        keep_model: bool = True, save_vectors: bool = False, save_model: bool | None = None,
+        callbacks: tuple = (), **kwargs) -> RunResult:
+    """Train and evaluate one configuration; see :class:`RunConfig` for the keyword arguments.
+
+    No ``dataset`` (or None): ``scientific`` when it is under the data root, else the synthetic set (one line says
+    so); a named dataset that does not exist raises, listing those found. ``save_model`` (default: ``keep_model``)
+    also saves the trained weights in the registry, so :func:`motor.recommend` works on the run id later.
+    ``callbacks``: ``f(epoch, record)`` after every epoch (see :func:`motor.train.train`)."""
+    if config is None and not kwargs.get("dataset"):
+        kwargs["dataset"] = resolve_dataset_name(None)
+    cfg = config or RunConfig(**kwargs)
+    if config is not None and kwargs:
+        cfg = RunConfig(**{**asdict(config), **kwargs})
+    cfg.validate()  # before anything is loaded: a bad parameter costs no loading or tokenizing
+    cfg = _own_trainer_as_none(cfg)
+    rid = cfg.run_id()
+    assert runs.run_path(rid).parent == runs.runs_dir(), rid  # a run folder always lives in the registry
+    if reuse and runs.exists(rid):
+        try:
+            return from_registry(rid)
+        except runs.RunReadError as exc:
+            warnings.warn(f"{exc} Training it again.", stacklevel=2)
+    if save:
+        runs.check_writable()  # a registry that cannot take the result fails now, not after training
+    timings = {}
+    resolve_dataset_name(cfg.dataset)  # a missing dataset: an error that lists those found
+    ds = get_dataset(cfg.dataset, cfg.split, cfg.split_seed, cfg.cold_fraction, cfg.keep)
+    _check_evaluable(ds, cfg)
+    t0 = time.perf_counter()
+    token_ids = run_tokens(cfg, ds)
+    timings["tokenize_seconds"] = time.perf_counter() - t0
+    model, _, _ = build_model(cfg, ds, token_ids)
     tr = train(model, ds, TrainConfig(epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size,
-                                      patience=cfg.patience, seed=cfg.seed, device=cfg.device, progress=progress))
+                                      patience=cfg.patience, seed=cfg.seed, device=cfg.device, progress=progress,
+                                      weight_decay=cfg.weight_decay, lr_schedule=cfg.lr_schedule), callbacks)
+    if tr.stopped != "not_trainable" and len(tr.history) == 0:
+        raise RuntimeError(f"run {rid} trained zero epochs (epochs={cfg.epochs}); nothing is saved.")
     timings["train_seconds"] = tr.train_seconds
     if len(tr.history):
         timings["seconds_per_epoch"] = float(tr.history["train_seconds"].mean())
         timings["seconds_per_eval"] = float(tr.history["eval_seconds"].mean())
     test = evaluate(model, ds, "test", buckets=DEFAULT_BUCKETS, device=cfg.device)
     timings["test_eval_seconds"] = test.seconds
+    if cfg.split == "cold_item":  # the cold-start papers' protocol too: rank only the cold items
+        cold = evaluate_cold_candidates(model, ds, "test", device=cfg.device)
+        test.metrics.update({f"cold_candidates_{k}": v for k, v in cold.metrics.items()})
     n_item = model.item_parameters()
     params = {"total": model.n_parameters(), "item": n_item,
               "item_fraction": n_item / float(ds.n_items * cfg.dim), "id_table": ds.n_items * cfg.dim}
     vectors = None
     if save_vectors:
-        with model.evaluating():
-            vectors = model._eval_cache[1].detach().cpu().numpy()
-    result = RunResult(rid, {**asdict(cfg), "dataset_summary": _jsonable(ds.summary())}, tr.best_valid, test.metrics,
+        vectors = model.item_vectors().cpu().numpy()
+    result = RunResult(rid, {**asdict(cfg), "trainer": _jsonable(tr.extra.get("trainer", {})),
+                             "dataset_summary": _jsonable(ds.summary())}, tr.best_valid, test.metrics,
                        test.buckets, tr.history, test.per_user, params, timings, tr.best_epoch, tr.stopped,
                        model if keep_model else None, vectors)
     if save:
-        runs.save(result)
+        keep_weights = keep_model if save_model is None else save_model
+        runs.save(result, model_state=model_state(model) if keep_weights else None)
     return result
 
 
-def run_grid(configs: list[RunConfig], train_missing: bool = True, **run_kwargs) -> tuple[list[RunResult], list[str]]:
+def _check_evaluable(ds: Dataset, cfg: RunConfig) -> None:
+    """Model selection needs valid interactions and the result needs test interactions; refuse a split that
+    has none rather than report epoch 0 or empty metrics."""
+    from .data import DataError
+
+    for part, label in (("valid", 1), ("test", 2)):
+        if ds.split(part).nnz == 0:
+            raise DataError(f"dataset {cfg.dataset!r} with split={cfg.split!r} has no {part} interactions, so "
+                            f"{'no epoch can be selected' if part == 'valid' else 'there is nothing to test on'}. "
+                            f"Fix: split='random' (or 'loo'), or give some rows x_label {label} in the .inter "
+                            "file.")
+
+
+def model_state(model: torch.nn.Module) -> dict[str, np.ndarray]:
+    """The model's ``state_dict`` as CPU numpy arrays (what the registry saves as ``model_state.npz``)."""
+    return {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+
+
+def _own_trainer_as_none(cfg: RunConfig) -> RunConfig:
+    """``cfg`` with an explicit weight decay / lr schedule equal to the backbone's own set to None (the same run,
+    so the same id and no variant name)."""
+    own = RunConfig(backbone=cfg.backbone).trainer()
+    wd, sched = cfg.weight_decay, cfg.lr_schedule
+    if wd is not None and trainer_settings(None, wd)["weight_decay"] == own["weight_decay"]:
+        wd = None
+    if sched is not None and trainer_settings(None, None, sched)["lr_schedule"] == own["lr_schedule"]:
+        sched = None
+    if (wd, sched) == (cfg.weight_decay, cfg.lr_schedule):
+        return cfg
+    return RunConfig(**{**asdict(cfg), "weight_decay": wd, "lr_schedule": sched})
+
+
+def run_grid(configs: list[RunConfig], train_missing: bool = True, on_result=None,
+             **run_kwargs) -> tuple[list[RunResult], list[str]]:
     """Results for every config: from the registry when saved, trained (and saved) otherwise — or, with
-    ``train_missing=False``, skipped. Returns (results, run ids that are missing and were not trained)."""
+    ``train_missing=False``, skipped. ``on_result(result)`` is called after each (e.g. to print progress).
+    Returns (results, run ids that are missing and were not trained)."""
     results, missing = [], []
     for cfg in configs:
         if train_missing or runs.exists(cfg.run_id()):
             results.append(run(cfg, reuse=True, **run_kwargs))  # reuse: a saved run is read, not retrained
+            if on_result is not None:
+                on_result(results[-1])
         else:
             missing.append(cfg.run_id())
     return results, missing
@@ -179,7 +459,9 @@ def fast_mode(value: bool | None = None) -> bool:
     import os
 
     if value is not None:
-        return bool(value)
+        from .params import to_bool
+
+        return to_bool(value, "fast")  # papermill passes "-p fast false" as the string "false"
     return os.environ.get("MOTOR_FAST", "0").lower() in ("1", "true", "yes")
 
 

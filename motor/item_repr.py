@@ -1,34 +1,107 @@
-"""Item representations — the one seam MOTOR changes.
+"""Item representations — the one seam MOTOR changes — and their registry.
 
 A backbone asks its item representation for item vectors: ``item_repr()`` -> (n_items, d) or
-``item_repr(index)`` -> (len(index), d). Two interchangeable modules provide them:
+``item_repr(index)`` -> (len(index), d), and never branches on which one it got. The registered ones
+(``ITEM_REPRS``: name -> class; ``RunConfig.item_repr`` names one, ``RunConfig.tcn`` holds its keyword arguments):
 
-* :class:`IDEmbedding` — the ID-based baseline: one free row per item (Xavier init), O(N d) parameters.
-* :class:`TokenRepresentation` — MOTOR (sections 3.4-3.5): per token position a K x d table (random init, not the
-  PQ centroids), then the Token Cross Network; O(D K d) parameters shared by all items.
+* ``"id"`` :class:`IDEmbedding` — the ID-based baseline: one free row per item, O(N d) parameters.
+* ``"ms"`` :class:`ModalSpecific` — MOTOR (sections 3.4-3.5): token tables, one Token Cross Network per modality,
+  outputs summed (eq. 9); O(D K d) parameters shared by all items.
+* ``"ma"`` :class:`ModalAgnostic` — one Token Cross Network over the tokens of every modality (eq. 10).
+* ``"mean"`` :class:`MeanOfTokens`, ``"linear"`` :class:`LinearOfTokens` — the paper's ablations without a cross
+  network (Table 4).
+* ``"ms+id"`` :class:`TokensPlusID` — ``"ms"`` plus a per-item ID row with its own L2 weight and dropout.
 
-Backbones never branch on which one they got.
+A new representation is one class and one line: subclass :class:`ItemRepresentation` (or
+:class:`TokenRepresentation`, which holds the token ids and tables and gathers an item's token embeddings) and
+decorate it with ``@register_item_repr("name")``. :func:`build_item_repr` constructs any of them by name.
 """
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Callable, ClassVar, Mapping, Sequence, TypeVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .defaults import DIM, N_CENTROIDS
 from .sparse import spmm
-from .tcn import CrossNetwork, cross_all_items, second_order  # noqa: F401 (re-exported)
+from .tcn import CrossNetwork, cross_all_items
 
-CROSS_KINDS = ("ms", "ma", "mean", "linear")
-ITEM_REPRS = ("id",) + CROSS_KINDS
+ITEM_REPRS: dict[str, type["ItemRepresentation"]] = {}  # name -> class, in registration order
+
+R = TypeVar("R", bound=type)
 
 
-class IDEmbedding(nn.Module):
+def register_item_repr(name: str, *, headline: bool = False) -> Callable[[R], R]:
+    """Class decorator: register an :class:`ItemRepresentation` subclass under ``name`` (its ``name`` attribute).
+
+    ``headline``: compared in the headline tables (paper Table 2; ``python -m motor compare``'s default grid).
+    Registering a name twice replaces the earlier class (re-running a notebook cell that defines one)."""
+    if not name or any(c in name for c in "/\\ "):
+        raise ValueError(f"item representation name {name!r} must be non-empty, without '/', '\\' or spaces "
+                         "(it becomes part of run ids and folder names)")
+
+    def register(cls: R) -> R:
+        if not (isinstance(cls, type) and issubclass(cls, ItemRepresentation)):
+            raise TypeError(f"@register_item_repr({name!r}) decorates ItemRepresentation subclasses, got {cls!r}")
+        cls.name, cls.headline = name, headline
+        ITEM_REPRS[name] = cls
+        return cls
+
+    return register
+
+
+def item_repr_class(name: str) -> type["ItemRepresentation"]:
+    """The registered class for ``name``; a ValueError listing the registered names otherwise."""
+    try:
+        return ITEM_REPRS[name]
+    except KeyError:
+        raise ValueError(f"unknown item_repr {name!r}; registered: {sorted(ITEM_REPRS)} "
+                         "(motor.item_repr.register_item_repr adds one)") from None
+
+
+def headline_item_reprs() -> list[str]:
+    """Names of the representations compared in the headline tables, in registration order."""
+    return [name for name, cls in ITEM_REPRS.items() if cls.headline]
+
+
+def build_item_repr(kind: str, n_items: int, dim: int = DIM, token_ids: Mapping[str, np.ndarray] | None = None,
+                    n_centroids: int = N_CENTROIDS, modalities: Sequence[str] | None = None,
+                    **hparams) -> "ItemRepresentation":
+    """The registered representation ``kind`` for ``n_items`` items of size ``dim``; ``token_ids`` ({modality:
+    (n_items, D)} from :func:`motor.tokenize`), ``n_centroids`` and ``modalities`` are used by token-based ones,
+    ``hparams`` are the class's own keyword arguments (``RunConfig.tcn``)."""
+    return item_repr_class(kind).build(n_items, dim, token_ids=token_ids, n_centroids=n_centroids,
+                                       modalities=modalities, **hparams)
+
+
+class ItemRepresentation(nn.Module):
+    """The contract: ``forward(index=None)`` -> (n_items, dim) item vectors, or those of ``index`` (a long tensor);
+    ``n_items`` and ``dim`` attributes. :meth:`build` constructs it from the run's data (see
+    :func:`build_item_repr`); subclasses whose constructor differs override it."""
+
+    name: ClassVar[str] = ""  # set by register_item_repr
+    headline: ClassVar[bool] = False
+    needs_tokens: ClassVar[bool] = False  # the run tokenizes the dataset only for representations that need it
+    n_items: int
+    dim: int
+
+    @classmethod
+    def build(cls, n_items: int, dim: int, token_ids=None, n_centroids: int = N_CENTROIDS, modalities=None,
+              **hparams) -> "ItemRepresentation":
+        return cls(n_items, dim, **hparams)
+
+    def n_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+@register_item_repr("id", headline=True)
+class IDEmbedding(ItemRepresentation):
     """Item-ID embedding table (n_items, d), Xavier-uniform init (the paper's and MMRec's default)."""
 
-    def __init__(self, n_items: int, dim: int = 64):
+    def __init__(self, n_items: int, dim: int = DIM):
         super().__init__()
         self.n_items, self.dim = n_items, dim
         self.weight = nn.Parameter(torch.empty(n_items, dim))
@@ -37,27 +110,33 @@ class IDEmbedding(nn.Module):
     def forward(self, index: torch.Tensor | None = None) -> torch.Tensor:
         return self.weight if index is None else self.weight.index_select(0, index)
 
-    def n_parameters(self) -> int:
-        return self.weight.numel()
 
-
-class TokenRepresentation(nn.Module):
-    """MOTOR's ID-free item representation from multimodal token ids.
+class TokenRepresentation(ItemRepresentation):
+    """Base of the ID-free representations: token ids and learnable token tables; subclasses say how an item's
+    token embeddings become its vector (:meth:`represent`).
 
     ``token_ids``: {modality: int array (n_items, D)} (from :func:`motor.tokenize`); ``n_centroids``: K (table rows);
-    ``cross``: ``"ms"`` modal-specific (one cross network per modality, outputs summed, eq. 9), ``"ma"``
-    modal-agnostic (one network over all tokens, eq. 10), ``"mean"`` (average of all token embeddings; ablation),
-    ``"linear"`` (a linear map of their concatenation; ablation); ``modalities``: subset to use (default all).
-    Token tables are Xavier-initialised like ID embeddings; one table per (modality, position), stored as one
-    tensor of shape (P, K, d) so the lookup is a single gather.
+    ``modalities``: subset to use (default all, sorted). One table per (modality, position), Xavier-initialised
+    like ID embeddings (random, not the PQ centroids), stored as one (P, K, d) tensor so the lookup is one gather.
+    Class attribute ``bags_per_modality``: whether :meth:`gather_sum` sums per (item, modality) instead of per item.
     """
 
-    def __init__(self, token_ids: Mapping[str, np.ndarray | torch.Tensor], n_centroids: int = 256, dim: int = 64,
-                 cross: str = "ms", modalities: Sequence[str] | None = None, hidden: Sequence[int] = (),
-                 activation: str = "tanh"):
+    needs_tokens = True
+    bags_per_modality: ClassVar[bool] = False
+
+    @classmethod
+    def build(cls, n_items: int, dim: int, token_ids=None, n_centroids: int = N_CENTROIDS, modalities=None,
+              **hparams) -> "TokenRepresentation":
+        if token_ids is None:
+            raise ValueError(f"item_repr {cls.name!r} needs token_ids (motor.tokenize(dataset))")
+        rep = cls(token_ids, n_centroids, dim, modalities=modalities, **hparams)
+        if rep.n_items != n_items:
+            raise ValueError(f"token ids cover {rep.n_items} items, the dataset has {n_items}: tokenize this dataset")
+        return rep
+
+    def __init__(self, token_ids: Mapping[str, np.ndarray | torch.Tensor], n_centroids: int = N_CENTROIDS,
+                 dim: int = DIM, modalities: Sequence[str] | None = None):
         super().__init__()
-        if cross not in CROSS_KINDS:
-            raise ValueError(f"unknown cross {cross!r}; use one of {CROSS_KINDS}")
         mods = list(modalities) if modalities else sorted(token_ids)
         missing = [m for m in mods if m not in token_ids]
         if missing:
@@ -69,102 +148,177 @@ class TokenRepresentation(nn.Module):
         top = max(int(t.max()) for t in ids)
         if top >= n_centroids:
             raise ValueError(f"token id {top} >= n_centroids {n_centroids}")
-        self.modalities, self.cross, self.dim, self.n_centroids = mods, cross, dim, n_centroids
+        self.modalities, self.dim, self.n_centroids = mods, dim, n_centroids
         self.n_items = n_items.pop()
         self.widths = [t.shape[1] for t in ids]  # tokens per modality
         n_pos = sum(self.widths)
         offsets = torch.arange(n_pos) * n_centroids
         self.register_buffer("flat_ids", torch.cat(ids, dim=1) + offsets[None], persistent=False)
         # (item or (item, modality)) x (P*K) 0/1 incidence: representing every item is then one sparse product
-        self.register_buffer("incidence", self._incidence(self.flat_ids, n_pos * n_centroids, cross == "ms"),
-                             persistent=False)
-        self.register_buffer("bag_offsets", self._offsets(self.n_items, cross == "ms"), persistent=False)
+        self.register_buffer("incidence", self._incidence(self.flat_ids, n_pos * n_centroids), persistent=False)
+        self.register_buffer("bag_offsets", self._offsets(self.n_items), persistent=False)
         self.tables = nn.Parameter(torch.empty(n_pos, n_centroids, dim))
         nn.init.xavier_uniform_(self.tables.view(n_pos * n_centroids, dim))
-        if cross == "ms":
-            self.nets = nn.ModuleList(CrossNetwork(w, dim, hidden, activation) for w in self.widths)
-        elif cross == "ma":
-            self.nets = nn.ModuleList([CrossNetwork(n_pos, dim, hidden, activation)])
-        elif cross == "linear":
-            self.linear = nn.Linear(n_pos * dim, dim)
-            nn.init.xavier_uniform_(self.linear.weight)
-            nn.init.zeros_(self.linear.bias)
+
+    def represent(self, index: torch.Tensor | None) -> torch.Tensor:
+        """(n, d) vectors of the items in ``index`` (all items if None); what a subclass implements."""
+        raise NotImplementedError
+
+    def forward(self, index: torch.Tensor | None = None) -> torch.Tensor:
+        if index is None or 4 * index.numel() >= self.n_items:
+            out = self.represent(None)  # cheaper to represent every item once than a large batch with repeats
+            return out if index is None else out.index_select(0, index)
+        if index.numel() > 64:
+            # batches repeat items (popular ones often): represent each distinct item once
+            uniq, inverse = torch.unique(index, return_inverse=True)
+            if len(uniq) < index.numel():
+                return self.represent(uniq).index_select(0, inverse)
+        return self.represent(index)
 
     def token_embeddings(self, index: torch.Tensor | None = None) -> torch.Tensor:
         """(n, P, d) token embeddings of the items in ``index`` (all items if None)."""
         ids = self.flat_ids if index is None else self.flat_ids[index]
         return torch.nn.functional.embedding(ids, self.tables.view(-1, self.dim))
 
-    def forward(self, index: torch.Tensor | None = None) -> torch.Tensor:
-        if index is None or 4 * index.numel() >= self.n_items:
-            out = self._represent(None)  # cheaper to represent every item once than a large batch with repeats
-            return out if index is None else out.index_select(0, index)
-        if index.numel() > 64:
-            # batches repeat items (popular ones often): represent each distinct item once
-            uniq, inverse = torch.unique(index, return_inverse=True)
-            if len(uniq) < index.numel():
-                return self._represent(uniq).index_select(0, inverse)
-        return self._represent(index)
-
-    def _bag_starts(self, per_modality: bool) -> list[int]:
-        return list(np.cumsum([0] + self.widths[:-1])) if per_modality else [0]
-
-    def _incidence(self, flat_ids: torch.Tensor, n_cols: int, per_modality: bool) -> torch.Tensor:
-        n, n_pos = flat_ids.shape
-        bounds = self._bag_starts(per_modality) + [n_pos]
-        bag_of_pos = torch.repeat_interleave(torch.arange(len(bounds) - 1), torch.as_tensor(np.diff(bounds)))
-        rows = (torch.arange(n)[:, None] * (len(bounds) - 1) + bag_of_pos[None]).reshape(-1)
-        return torch.sparse_coo_tensor(torch.stack([rows, flat_ids.reshape(-1)]), torch.ones(n * n_pos),
-                                       (n * (len(bounds) - 1), n_cols)).coalesce()
-
-    def _offsets(self, n: int, per_modality: bool, device=None) -> torch.Tensor:
-        """Start of each item's (or (item, modality)'s) bag in the flattened (n, P) token-id matrix."""
-        starts = torch.as_tensor(self._bag_starts(per_modality), device=device)
-        return (torch.arange(n, device=device)[:, None] * sum(self.widths) + starts[None]).reshape(-1)
-
-    def _gather_sum(self, index: torch.Tensor | None, rows: torch.Tensor) -> torch.Tensor:
-        """Sum of ``rows`` (P*K, c) over each item's tokens -> (n, c), or over each (item, modality)'s tokens for
-        ``ms`` -> (n * M, c). All items: one product with the cached incidence matrix; a subset: ``embedding_bag``."""
+    def gather_sum(self, index: torch.Tensor | None, rows: torch.Tensor) -> torch.Tensor:
+        """Sum of ``rows`` (P*K, c) over each item's tokens -> (n, c), or over each (item, modality)'s tokens when
+        ``bags_per_modality`` -> (n * M, c). All items: one product with the cached incidence matrix; a subset:
+        ``embedding_bag``."""
         if index is None:
             return spmm(self.incidence, rows)
         ids = self.flat_ids[index]
-        return F.embedding_bag(ids.reshape(-1), rows, self._offsets(len(ids), self.cross == "ms", ids.device),
-                               mode="sum")
+        return F.embedding_bag(ids.reshape(-1), rows, self._offsets(len(ids), ids.device), mode="sum")
 
-    def _represent(self, index: torch.Tensor | None) -> torch.Tensor:
+    def _bag_starts(self) -> list[int]:
+        return list(np.cumsum([0] + self.widths[:-1])) if self.bags_per_modality else [0]
+
+    def _incidence(self, flat_ids: torch.Tensor, n_cols: int) -> torch.Tensor:
+        n, n_pos = flat_ids.shape
+        bounds = self._bag_starts() + [n_pos]
+        bag_of_pos = torch.repeat_interleave(torch.arange(len(bounds) - 1), torch.as_tensor(np.diff(bounds)))
+        rows = (torch.arange(n)[:, None] * (len(bounds) - 1) + bag_of_pos[None]).reshape(-1)
+        return torch.sparse_coo_tensor(torch.stack([rows, flat_ids.reshape(-1)]), torch.ones(n * n_pos),
+                                       (n * (len(bounds) - 1), n_cols), check_invariants=False).coalesce()
+
+    def _offsets(self, n: int, device=None) -> torch.Tensor:
+        """Start of each item's (or (item, modality)'s) bag in the flattened (n, P) token-id matrix."""
+        starts = torch.as_tensor(self._bag_starts(), device=device)
+        return (torch.arange(n, device=device)[:, None] * sum(self.widths) + starts[None]).reshape(-1)
+
+
+class _CrossTokens(TokenRepresentation):
+    """Token Cross Networks over groups of positions (:mod:`motor.tcn`), outputs summed. ``hidden``/``activation``:
+    the networks' hidden layer widths (default none: one P*d -> d layer) and activation (default tanh)."""
+
+    def __init__(self, token_ids, n_centroids: int = N_CENTROIDS, dim: int = DIM, modalities=None,
+                 hidden: Sequence[int] = (), activation: str = "tanh"):
+        super().__init__(token_ids, n_centroids, dim, modalities)
+        self.nets = nn.ModuleList(CrossNetwork(w, dim, hidden, activation) for w in self.net_widths())
+
+    def net_widths(self) -> list[int]:
+        """Positions per network (one network per bag of :meth:`gather_sum`)."""
+        return list(self.widths) if self.bags_per_modality else [sum(self.widths)]
+
+    def represent(self, index: torch.Tensor | None) -> torch.Tensor:
         """Item vectors from per-token tables and one gather-sum (see :mod:`motor.tcn`)."""
-        n_pos, k, d = self.tables.shape
-        if index is None and self.cross in ("ms", "ma"):
-            return cross_all_items(self.nets, self.tables, self.widths if self.cross == "ms" else [n_pos],
-                                   self.flat_ids, self.bag_offsets, self.incidence)
-        if self.cross == "mean":
-            return self._gather_sum(index, self.tables.view(-1, d)) / n_pos
-        if self.cross == "linear":
-            w = self.linear.weight.view(d, n_pos, d)
-            proj = torch.einsum("pkd,hpd->pkh", self.tables, w).reshape(n_pos * k, d)
-            return self._gather_sum(index, proj) + self.linear.bias
-        if self.cross == "ma":
-            net = self.nets[0]
-            return net.finish(self._gather_sum(index, net.token_tables(self.tables).flatten(0, 1)))
-        parts = torch.split(self.tables, self.widths, dim=0)
+        widths = self.net_widths()
+        if index is None:
+            return cross_all_items(self.nets, self.tables, widths, self.flat_ids, self.bag_offsets, self.incidence)
+        parts = torch.split(self.tables, widths, dim=0)
         rows = torch.cat([net.token_tables(t) for net, t in zip(self.nets, parts)]).flatten(0, 1)
-        sums = self._gather_sum(index, rows).view(-1, len(self.widths), rows.shape[1])
+        sums = self.gather_sum(index, rows).view(-1, len(widths), rows.shape[1])
         return sum(net.finish(sums[:, m]) for m, net in enumerate(self.nets))
 
-    def n_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
+
+@register_item_repr("ms", headline=True)
+class ModalSpecific(_CrossTokens):
+    """MOTOR's modal-specific form (eq. 9): one Token Cross Network per modality over its D tokens, outputs summed."""
+
+    bags_per_modality = True
 
 
-def build_item_repr(kind: str, n_items: int, dim: int = 64, token_ids: Mapping[str, np.ndarray] | None = None,
-                    n_centroids: int = 256, modalities: Sequence[str] | None = None, **tcn) -> nn.Module:
-    """``kind`` in ``ITEM_REPRS``: ``"id"`` -> :class:`IDEmbedding`, else a :class:`TokenRepresentation`."""
-    if kind == "id":
-        return IDEmbedding(n_items, dim)
-    if token_ids is None:
-        raise ValueError(f"item_repr {kind!r} needs token_ids (motor.tokenize(dataset))")
-    return TokenRepresentation(token_ids, n_centroids, dim, cross=kind, modalities=modalities, **tcn)
+@register_item_repr("ma", headline=True)
+class ModalAgnostic(_CrossTokens):
+    """MOTOR's modal-agnostic form (eq. 10): one Token Cross Network over the tokens of every modality."""
 
 
-def item_parameter_fraction(item_repr: nn.Module, n_items: int, dim: int = 64) -> float:
-    """Item-side parameters as a fraction of the ID table (n_items x d) they replace (paper: 10-20 %)."""
-    return sum(p.numel() for p in item_repr.parameters()) / float(n_items * dim)
+@register_item_repr("mean")
+class MeanOfTokens(TokenRepresentation):
+    """Ablation: the average of an item's token embeddings (no cross network)."""
+
+    def represent(self, index: torch.Tensor | None) -> torch.Tensor:
+        return self.gather_sum(index, self.tables.view(-1, self.dim)) / self.tables.shape[0]
+
+
+@register_item_repr("linear")
+class LinearOfTokens(TokenRepresentation):
+    """Ablation: a linear map of the concatenated token embeddings (P*d -> d; no cross terms)."""
+
+    def __init__(self, token_ids, n_centroids: int = N_CENTROIDS, dim: int = DIM, modalities=None):
+        super().__init__(token_ids, n_centroids, dim, modalities)
+        self.linear = nn.Linear(self.tables.shape[0] * dim, dim)
+        nn.init.xavier_uniform_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
+
+    def represent(self, index: torch.Tensor | None) -> torch.Tensor:
+        n_pos, k, d = self.tables.shape
+        # the map of a concatenation is the sum of its d-column blocks: apply each block to its table once
+        w = self.linear.weight.view(d, n_pos, d)
+        proj = torch.einsum("pkd,hpd->pkh", self.tables, w).reshape(n_pos * k, d)
+        return self.gather_sum(index, proj) + self.linear.bias
+
+
+class _DecayRows(torch.autograd.Function):
+    """Identity in the forward pass; the backward adds ``weight * rows``, the gradient of
+    ``weight / 2 * ||rows||^2``: an L2 penalty on exactly the rows a forward pass used, with no loss term to add."""
+
+    @staticmethod
+    def forward(ctx, rows, weight):
+        ctx.save_for_backward(rows)
+        ctx.weight = weight
+        return rows.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        (rows,) = ctx.saved_tensors
+        return grad + ctx.weight * rows, None
+
+
+@register_item_repr("ms+id")
+class TokensPlusID(ModalSpecific):
+    """Hybrid: the ``"ms"`` vector plus a per-item ID row, ``v_i = TCN(tokens of i) + id_i``.
+
+    The ID rows start at zero, so training starts from the pure token model; an item's row grows only where the
+    loss gradient outweighs its L2 penalty, which popular items' gradients do and long-tail items' do not, so
+    long-tail items lean on their tokens. ``id_reg``: L2 weight of the ID rows (every training forward pass adds
+    ``id_reg * row`` to the gradient of each row it used, i.e. the gradient of ``id_reg / 2 * ||row||^2``; the
+    reported loss does not include it). ``id_dropout``: probability that an item's whole ID row is dropped from a
+    training forward pass (the kept rows scaled by 1 / (1 - p)), so the tokens must also represent every item
+    alone. Neither applies in evaluation. ``hidden``/``activation``: as ``"ms"``. The defaults are not tuned.
+    """
+
+    def __init__(self, token_ids, n_centroids: int = N_CENTROIDS, dim: int = DIM, modalities=None,
+                 hidden: Sequence[int] = (), activation: str = "tanh", id_reg: float = 1e-3,
+                 id_dropout: float = 0.2):
+        super().__init__(token_ids, n_centroids, dim, modalities, hidden, activation)
+        if not id_reg >= 0:
+            raise ValueError(f"id_reg must be >= 0 (RunConfig.tcn['id_reg']), got {id_reg!r}")
+        if not 0 <= id_dropout < 1:
+            raise ValueError(f"id_dropout must be in [0, 1) (RunConfig.tcn['id_dropout']), got {id_dropout!r}")
+        self.id_reg, self.id_dropout = float(id_reg), float(id_dropout)
+        self.id_rows = nn.Parameter(torch.zeros(self.n_items, dim))  # zeros: no draw from the RNG, "ms"'s init kept
+
+    def represent(self, index: torch.Tensor | None) -> torch.Tensor:
+        return super().represent(index) + self.id_part(index)
+
+    def id_part(self, index: torch.Tensor | None) -> torch.Tensor:
+        """(n, d) ID rows of ``index`` (all items if None), with the L2 penalty and row dropout when training."""
+        rows = self.id_rows if index is None else self.id_rows.index_select(0, index)
+        if not self.training:
+            return rows
+        if self.id_reg > 0:
+            rows = _DecayRows.apply(rows, self.id_reg)
+        if self.id_dropout > 0:
+            keep = torch.rand(rows.shape[0], 1, device=rows.device) >= self.id_dropout
+            rows = rows * keep.to(rows.dtype).mul_(1.0 / (1.0 - self.id_dropout))
+        return rows

@@ -2,7 +2,7 @@
 
 glibc's malloc returns every large block (above a dynamic threshold) to the OS with ``munmap`` and maps fresh,
 zero-filled pages on the next allocation. A training step allocates and frees the same few-MB tensors hundreds
-of times, so the page faults cost more than the arithmetic: 35 % of a LightGCN+MOTOR epoch on ml100k (2 cores).
+of times, so the page faults can cost more than the arithmetic.
 :func:`keep_freed_memory` raises the thresholds so freed blocks are reused, which is what PyTorch's CPU
 performance guide gets by preloading jemalloc/tcmalloc. The cost is that freed memory stays with the process.
 """

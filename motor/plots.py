@@ -7,7 +7,23 @@ import plotly.express as px
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-COLORS = {"id": "#7f7f7f", "ms": "#d62728", "ma": "#1f77b4", "mean": "#2ca02c", "linear": "#9467bd"}
+# one colour per item representation, in registration order: id grey, ms red, ma blue, mean green, linear purple,
+# ms+id orange, then any representation registered later
+_PALETTE = ["#7f7f7f", "#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#bcbd22",
+            "#17becf"]
+
+
+def item_repr_colors(names=()) -> dict[str, str]:
+    """{item representation: colour} for every registered one (motor.item_repr.ITEM_REPRS) and any of ``names``
+    that is not registered (a run of a representation this process has not defined)."""
+    from .item_repr import ITEM_REPRS
+
+    order = list(ITEM_REPRS) + [n for n in dict.fromkeys(names) if n not in ITEM_REPRS]
+    return {name: _PALETTE[i % len(_PALETTE)] for i, name in enumerate(order)}
+COLD = "cold (0)"  # evaluate's bucket of items without train interactions
+# a right-hand axis with its own round ticks and no second grid (plotly.js otherwise syncs its ticks to the
+# left axis's grid lines, which gives values such as 0.2117, 0.2198, ...)
+_RIGHT_AXIS = dict(tickmode="auto", nticks=6, showgrid=False, tickformat=".3~f")
 
 
 def popularity_long_tail(item_popularity: np.ndarray, title: str = "Train interactions per item") -> go.Figure:
@@ -20,16 +36,26 @@ def popularity_long_tail(item_popularity: np.ndarray, title: str = "Train intera
 
 
 def items_per_token_figure(ipt: pd.DataFrame, n_centroids: int = 256) -> go.Figure:
-    """Paper Fig. 6: items per token id, one panel per modality, a line per token position."""
+    """Paper Fig. 6: how evenly items spread over token ids. One panel per modality, one line per token position:
+    the ids sorted by their number of items (unused ids count 0), so a flat line is an even spread and a steep
+    head a few crowded ids. ``ipt``: :func:`motor.tokenizer.items_per_token`."""
     mods = sorted(ipt.modality.unique())
     fig = make_subplots(rows=1, cols=len(mods), subplot_titles=[f"{m} tokens" for m in mods], shared_yaxes=True)
+    positions = sorted(ipt.position.unique())
+    palette = px.colors.qualitative.D3
     for c, m in enumerate(mods, start=1):
         for p, g in ipt[ipt.modality == m].groupby("position"):
-            full = np.zeros(n_centroids, int)
-            full[g.token.to_numpy()] = g.n_items.to_numpy()
-            fig.add_trace(go.Bar(x=np.arange(n_centroids), y=full, name=f"{m} pos {p}", opacity=0.6), row=1, col=c)
-        fig.update_xaxes(title_text="token id", row=1, col=c)
-    fig.update_layout(barmode="overlay", title="Items per token id (paper Fig. 6)", yaxis_title="items",
+            counts = np.zeros(max(n_centroids, int(g.token.max()) + 1), int)
+            counts[g.token.to_numpy()] = g.n_items.to_numpy()
+            counts = np.sort(counts)[::-1]
+            fig.add_trace(go.Scatter(x=np.arange(1, len(counts) + 1), y=counts, mode="lines", name=f"position {p}",
+                                     legendgroup=f"position {p}", showlegend=c == 1,
+                                     line=dict(color=palette[positions.index(p) % len(palette)], width=1.5),
+                                     hovertemplate=f"{m}, position {p}: id rank %{{x}} holds %{{y}} items"
+                                                   "<extra></extra>"), row=1, col=c)
+        fig.update_xaxes(title_text="token ids, most items first", row=1, col=c)
+    fig.update_yaxes(title_text="items per token id", row=1, col=1)
+    fig.update_layout(title="Items per token id (paper Fig. 6)", legend_title_text="token position",
                       template="plotly_white")
     return fig
 
@@ -43,7 +69,7 @@ def training_curve(history: pd.DataFrame, metric: str = "valid_recall@20", title
         fig.add_vline(x=history.epoch[best], line_dash="dot", annotation_text="best valid")
     fig.update_layout(title=title, xaxis_title="epoch", template="plotly_white")
     fig.update_yaxes(title_text="loss", secondary_y=False)
-    fig.update_yaxes(title_text=metric, secondary_y=True)
+    fig.update_yaxes(title_text=metric, secondary_y=True, **_RIGHT_AXIS)
     return fig
 
 
@@ -54,27 +80,34 @@ def bucket_figure(buckets: pd.DataFrame, metric: str = "recall@20", title: str |
     """
     fig = go.Figure()
     order = list(dict.fromkeys(buckets.bucket))
+    order = ([COLD] if COLD in order else []) + [b for b in order if b != COLD]  # cold first, then by popularity
     piv = buckets.pivot_table(index="bucket", columns="item_repr", values=metric).reindex(order)
     if "id" in piv:
         for kind in [c for c in piv.columns if c != "id"]:
             fig.add_trace(go.Scatter(x=order + order[::-1], y=list(piv[kind]) + list(piv["id"])[::-1],
                                      fill="toself", fillcolor="rgba(214,39,40,0.12)", line=dict(width=0),
                                      hoverinfo="skip", showlegend=False))
+    colors = item_repr_colors(piv.columns)
     for n, kind in enumerate(piv.columns):
         # values printed at the points: the long-tail and cold buckets are near zero at the popular bucket's scale
         fig.add_trace(go.Scatter(x=order, y=piv[kind], mode="lines+markers+text", name=kind,
-                                 text=[f"{v:.3f}" for v in piv[kind]], textfont=dict(color=COLORS.get(kind)),
+                                 text=[f"{v:.3f}" for v in piv[kind]], textfont=dict(color=colors[kind]),
                                  textposition="bottom right" if n % 2 else "top left",
-                                 line=dict(color=COLORS.get(kind))))
+                                 line=dict(color=colors[kind])))
     fig.update_layout(title=title or f"{metric} by item popularity (train interactions)",
                       xaxis_title="item popularity bucket", yaxis_title=metric, template="plotly_white")
     return fig
 
 
 def compare_bars(table: pd.DataFrame, title: str = "Test Recall@20, mean ± std over seeds") -> go.Figure:
-    """Grouped bars: x backbone, one bar per item_repr, error bars = std."""
+    """Grouped bars: x backbone, one bar per item_repr, error bars = std (``table``:
+    :func:`motor.analysis.compare_table`; the y axis is named after its ``metric``)."""
+    metric = str(table.metric.iloc[0]) if "metric" in table and len(table) else "mean"
+    label = metric.replace("recall", "Recall").replace("ndcg", "NDCG")
     fig = px.bar(table, x="backbone", y="mean", error_y="std", color="item_repr", barmode="group",
-                 facet_col="dataset" if table.dataset.nunique() > 1 else None, color_discrete_map=COLORS,
+                 facet_col="dataset" if table.dataset.nunique() > 1 else None,
+                 color_discrete_map=item_repr_colors(table.item_repr),
+                 labels={"mean": f"test {label} (mean over seeds)", "item_repr": "item repr"},
                  title=title, template="plotly_white")
     return fig
 
@@ -85,24 +118,60 @@ def budget_figure(df: pd.DataFrame, title: str = "Parameters and Recall@20 vs to
     fig.add_trace(go.Bar(x=df.label, y=df.params, name="trainable parameters", marker_color="#c7c7c7"),
                   secondary_y=False)
     fig.add_trace(go.Scatter(x=df.label, y=df.recall, name="test Recall@20", mode="lines+markers",
-                             line=dict(color=COLORS["ms"])), secondary_y=True)
+                             line=dict(color=item_repr_colors()["ms"])), secondary_y=True)
     fig.update_layout(title=title, template="plotly_white")
     fig.update_yaxes(title_text="trainable parameters", secondary_y=False)
-    fig.update_yaxes(title_text="Recall@20", secondary_y=True)
+    fig.update_yaxes(title_text="test Recall@20", secondary_y=True, **_RIGHT_AXIS)
+    fig.update_xaxes(title_text="item representation (D = tokens per modality)")
     return fig
 
 
 def umap_figure(coords: dict[str, np.ndarray], colour: np.ndarray, hover: list[str] | None = None,
-                title: str = "UMAP of item representations") -> go.Figure:
-    """One panel per representation (e.g. {'ID': xy, 'MOTOR': xy}), points coloured by ``colour`` labels."""
+                title: str = "UMAP of item representations", order: list[str] | None = None,
+                axis: str = "UMAP", legend: str = "train interactions") -> go.Figure:
+    """One panel per representation (e.g. {'ID': xy, 'MOTOR': xy}), points coloured by ``colour`` labels, legend
+    in ``order`` (default: first appearance) on a light-to-dark scale; axes ``<axis>-1`` and ``<axis>-2``."""
     frames = []
     for name, xy in coords.items():
         n = len(xy)
         frames.append(pd.DataFrame({"x": xy[:, 0], "y": xy[:, 1], "repr": name, "bucket": np.asarray(colour)[:n],
                                     "text": (hover or [""] * n)[:n]}))
     df = pd.concat(frames)
+    order = [b for b in (order or list(dict.fromkeys(df.bucket))) if b in set(df.bucket)]
+    scale = px.colors.sample_colorscale("Viridis", [0.9 - 0.85 * i / max(len(order) - 1, 1) for i in range(len(order))])
     fig = px.scatter(df, x="x", y="y", color="bucket", facet_col="repr", hover_name="text", opacity=0.7,
-                     title=title, template="plotly_white")
+                     category_orders={"bucket": order}, color_discrete_sequence=scale,
+                     labels={"x": f"{axis}-1", "y": f"{axis}-2", "bucket": legend}, title=title,
+                     template="plotly_white")
+    fig.for_each_annotation(lambda a: a.update(text=a.text.split("=")[-1]))  # panel titles: "ID", not "repr=ID"
     fig.update_xaxes(matches=None, showticklabels=False)
     fig.update_yaxes(matches=None, showticklabels=False)
+    return fig
+
+
+def sparsity_figure(summary: pd.DataFrame, item_repr: str = "ms", baseline: str = "id",
+                    metric: str = "Recall@20") -> go.Figure:
+    """MOTOR-vs-ID improvement against data density (``analysis.sparsity_summary``): left x = interactions per user,
+    right x = interactions per item (log scales), one line per backbone; filled markers: the paired test over test
+    users is significant, open: not."""
+    fig = make_subplots(rows=1, cols=2, shared_yaxes=True,
+                        subplot_titles=["vs interactions per user", "vs interactions per item"])
+    palette = px.colors.qualitative.D3
+    for n, (bb, g) in enumerate(summary.groupby("backbone", sort=False)):
+        g = g.sort_values("per_user")
+        colour = palette[n % len(palette)]
+        symbols = ["circle" if s else "circle-open" for s in g.significant]
+        hover = [f"{bb}, keep {k:g}: {imp:+.1f} % (p = {p:.2g})"
+                 for k, imp, p in zip(g.keep, g["improvement_%"], g.t_pvalue)]
+        for col, x in ((1, "per_user"), (2, "per_item")):
+            fig.add_trace(go.Scatter(x=g[x], y=g["improvement_%"], mode="lines+markers", name=bb, legendgroup=bb,
+                                     showlegend=col == 1, line=dict(color=colour),
+                                     marker=dict(symbol=symbols, size=10, color=colour), hovertext=hover,
+                                     hoverinfo="text"), row=1, col=col)
+    for col in (1, 2):
+        fig.add_hline(y=0, line_dash="dot", line_color="#7f7f7f", row=1, col=col)
+        fig.update_xaxes(type="log", title_text="interactions per " + ("user" if col == 1 else "item"), row=1, col=col)
+    fig.update_yaxes(title_text=f"{item_repr} vs {baseline}: test {metric} change (%)", row=1, col=1)
+    fig.update_layout(title=f"Where MOTOR wins: {item_repr} vs {baseline} as the data thins out "
+                            "(filled: paired test p < 0.05)", template="plotly_white")
     return fig

@@ -1,18 +1,25 @@
 """Run registry: every run is a folder ``<root>/<run_id>/`` (config, metrics, history, per-user test results).
 
-``root`` is ``$MOTOR_RUNS`` if set, else ``reports/runs/`` in the repository. All writes are atomic.
-:func:`load` returns every saved run as one tidy DataFrame
-(run_id, dataset, split, backbone, item_repr, modalities, n_tokens, seed, variant, eval_split, bucket, metric, k,
-value); ``variant`` names any non-default hparams / tcn / tokenizer settings and the tag ("" for defaults), so
-tables never average a variant into the default configuration's cell.
+``root`` (:func:`runs_dir`) is ``$MOTOR_RUNS`` if set, else the user's own registry: ``runs/`` in the repository
+(git-ignored) for a source checkout, ``~/.motor/runs`` for an installed package. A user's runs therefore never touch
+tracked files. The committed results live in ``reports/runs/``: ``make reports`` sets ``MOTOR_RUNS=reports/runs``,
+and ``MOTOR_RUNS=reports/runs python -m motor runs`` (or ``--registry reports/runs``) reads them.
+All writes are atomic. :func:`load` returns every saved run as one tidy DataFrame
+(run_id, dataset, split, split_seed, backbone, item_repr, modalities, n_tokens, seed, variant, eval_split, bucket,
+metric, k, value); ``variant`` names any non-default hparams / tcn / tokenizer settings, a split seed other than 0
+and the tag ("" for defaults), so tables never average a variant into the default configuration's cell.
 """
 from __future__ import annotations
 
 import io
 import json
+import numbers
 import os
 import platform
 import subprocess
+import sys
+import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -20,33 +27,99 @@ import pandas as pd
 
 from .cache import atomic_write_bytes, atomic_write_text
 
-ID_COLUMNS = ["run_id", "dataset", "split", "backbone", "item_repr", "modalities", "n_tokens", "seed", "variant"]
+ID_COLUMNS = ["run_id", "dataset", "split", "split_seed", "backbone", "item_repr", "modalities", "n_tokens", "seed",
+              "variant"]
 
 
 def variant_of(cfg: dict) -> str:
     """Short name of a run's non-default knobs, e.g. ``tokenizer.subspace_seeds=True``; "" for the defaults."""
     parts = [f"{group}.{k}={v}" for group in ("hparams", "tcn", "tokenizer")
              for k, v in sorted((cfg.get(group) or {}).items())]
+    if cfg.get("split_seed"):  # another split: its numbers are not seeds of the same cell
+        parts.append(f"split_seed={cfg['split_seed']}")
     if cfg.get("tag"):
         parts.append(f"tag={cfg['tag']}")
+    for key, default in (("keep", 1.0), ("weight_decay", None), ("lr_schedule", None)):  # RunConfig's own knobs
+        if cfg.get(key, default) != default:
+            parts.append(f"{key}={cfg[key]}")
     return ",".join(parts)
 
 
 def runs_dir() -> Path:
+    """``$MOTOR_RUNS``, else ``<repository>/runs`` (git-ignored) in a source checkout, else ``~/.motor/runs``."""
     env = os.environ.get("MOTOR_RUNS")
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "reports" / "runs"
+    if env:
+        return Path(env).expanduser()
+    repo = Path(__file__).resolve().parent.parent
+    if (repo / "pyproject.toml").is_file():
+        return repo / "runs"
+    return Path.home() / ".motor" / "runs"
+
+
+class RunReadError(ValueError):
+    """A saved run cannot be read; the message names the run, the file and the fix."""
 
 
 def run_path(run_id: str) -> Path:
-    return runs_dir() / run_id
+    """The folder of run ``run_id``: always directly under :func:`runs_dir` (an id holding a path separator,
+    or "." / "..", is refused)."""
+    if (not isinstance(run_id, str) or not run_id or run_id in (".", "..") or "/" in run_id or "\\" in run_id
+            or "\0" in run_id):
+        raise ValueError(f"invalid run id {run_id!r}: a run id is one folder name (no path separators).")
+    root = runs_dir()
+    folder = root / run_id
+    assert folder.parent == root, (folder, root)
+    return folder
+
+
+def check_writable(root: str | os.PathLike | None = None, min_free_mb: int = 50) -> Path:
+    """Create the registry folder if needed and check that a file can be written there and that at least
+    ``min_free_mb`` MB are free, so that a run fails before training rather than when saving. Returns the folder."""
+    import shutil
+    import tempfile
+
+    base = Path(root) if root else runs_dir()
+    fix = "Fix: set MOTOR_RUNS to a writable folder (or free some space), or pass save=False."
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=base) as fh:
+            fh.write(b"motor")
+        free_mb = shutil.disk_usage(base).free / 2 ** 20
+    except OSError as exc:
+        raise OSError(f"run registry {base} is not writable ({type(exc).__name__}: {exc}). {fix}") from exc
+    if free_mb < min_free_mb:
+        raise OSError(f"run registry {base}: only {free_mb:.0f} MB free (a run needs up to tens of MB). {fix}")
+    return base
+
+
+_IMPORTED_AT = time.time()  # when this process loaded the registry code (a clock read: no I/O)
+_provenance: dict | None = None
 
 
 def provenance() -> dict:
-    """What produced a run: the git commit of this checkout (and whether it had uncommitted changes), torch and
-    python versions, as they were when this module was imported (the code a long-running process actually runs).
-    Registry runs made by older code give different numbers after kernel or RNG changes; this says which code
-    made each one."""
-    return dict(_PROVENANCE)
+    """What produced a run: the git commit of this checkout (and whether it had uncommitted changes in motor/),
+    torch and python versions. Registry runs made by older code give different numbers after kernel or RNG changes;
+    this says which code made each one.
+
+    Asked once per process, on the first save, then cached. Not at import: ``import motor`` must start no
+    subprocess. Not at every save: a long-running process (a notebook kernel) keeps running the code it imported
+    while the checkout moves on, so a later answer would name code it never ran. The one gap, files changed between
+    the import and the first save, is flagged: ``motor_changed_since_import`` is True when a loaded motor module's
+    file was modified after this module was imported (the commit and ``motor_modified`` may then not describe the
+    code that ran)."""
+    global _provenance
+    if _provenance is None:
+        _provenance = {**_provenance_now(), "motor_changed_since_import": _changed_since_import()}
+    return dict(_provenance)
+
+
+def _changed_since_import() -> bool:
+    files = [getattr(m, "__file__", None) for name, m in list(sys.modules.items())
+             if name == "motor" or name.startswith("motor.")]
+    try:
+        return any(os.path.getmtime(f) > _IMPORTED_AT for f in files if f)
+    except OSError:  # a module file removed since: changed
+        return True
 
 
 def _provenance_now() -> dict:
@@ -67,12 +140,19 @@ def _provenance_now() -> dict:
             "python": platform.python_version()}
 
 
-_PROVENANCE = _provenance_now()
-
-
-def save(result) -> Path:
-    """Write a :class:`motor.experiment.RunResult` (metrics.json last: its presence marks a complete run)."""
+def save(result, model_state: dict[str, np.ndarray] | None = None) -> Path:
+    """Write a :class:`motor.experiment.RunResult` (metrics.json last: its presence marks a complete run), and
+    ``model_state`` (the trained weights, :func:`motor.experiment.model_state`) as ``model_state.npz`` if given."""
     folder = run_path(result.run_id)
+    try:
+        _write_run(folder, result, model_state)
+    except OSError as exc:  # the folder stays incomplete (no metrics.json): load() and exists() ignore it
+        raise OSError(f"run {result.run_id} could not be saved in {folder} ({type(exc).__name__}: {exc}). "
+                      "Fix: free some space or set MOTOR_RUNS to a writable folder, and run again.") from exc
+    return folder
+
+
+def _write_run(folder: Path, result, model_state: dict[str, np.ndarray] | None) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_text(folder / "config.json", json.dumps(result.config, indent=1, sort_keys=True))
     atomic_write_text(folder / "history.csv", result.history.to_csv(index=False))
@@ -85,10 +165,15 @@ def save(result) -> Path:
         buf = io.BytesIO()
         np.save(buf, result.item_vectors.astype(np.float32))
         atomic_write_bytes(folder / "item_vectors.npy", buf.getvalue())
+    if model_state is not None:
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **model_state)
+        atomic_write_bytes(folder / "model_state.npz", buf.getvalue())
+    else:  # weights of an earlier run of this id would not match the metrics written below
+        (folder / "model_state.npz").unlink(missing_ok=True)
     meta = {"valid": result.valid, "test": result.test, "params": result.params, "timings": result.timings,
             "best_epoch": result.best_epoch, "stopped": result.stopped, "provenance": provenance()}
     atomic_write_text(folder / "metrics.json", json.dumps(meta, indent=1, sort_keys=True))
-    return folder
 
 
 def exists(run_id: str) -> bool:
@@ -100,15 +185,43 @@ def read(run_id: str) -> dict:
     folder = run_path(run_id)
     if not (folder / "metrics.json").is_file():
         raise FileNotFoundError(f"no complete run {run_id!r} under {runs_dir()}")
-    out = json.loads((folder / "metrics.json").read_text())
-    out["config"] = json.loads((folder / "config.json").read_text())
-    out["history"] = _csv(folder / "history.csv")
-    out["buckets"] = _csv(folder / "buckets.csv")
-    with np.load(folder / "per_user_test.npz", allow_pickle=False) as z:
-        out["per_user"] = pd.DataFrame({k: z[k] for k in z.files})
-    vec = folder / "item_vectors.npy"
-    out["item_vectors"] = np.load(vec, allow_pickle=False) if vec.is_file() else None
+    path = folder / "metrics.json"
+    try:
+        out = _read_json(path)
+        path = folder / "config.json"
+        out["config"] = _read_json(path)
+        path = folder / "history.csv"
+        out["history"] = _csv(path)
+        path = folder / "buckets.csv"
+        out["buckets"] = _csv(path)
+        path = folder / "per_user_test.npz"
+        with np.load(path, allow_pickle=False) as z:
+            out["per_user"] = pd.DataFrame({k: z[k] for k in z.files})
+        path = folder / "item_vectors.npy"
+        out["item_vectors"] = np.load(path, allow_pickle=False) if path.is_file() else None
+        path = folder / "metrics.json"
+        for key in ("valid", "test", "params", "timings", "best_epoch", "stopped"):
+            if key not in out:
+                raise KeyError(f"no {key!r} entry")
+    except Exception as exc:
+        raise RunReadError(_damage(run_id, path, exc)) from exc
     out["run_id"] = run_id
+    return out
+
+
+def _damage(run_id: str, path: Path, exc: BaseException) -> str:
+    return (f"run {run_id}: {path} cannot be read ({type(exc).__name__}: {exc}). Fix: delete the folder "
+            f"{path.parent} (or run the configuration again with reuse=False).")
+
+
+def _read_json(path: Path) -> dict:
+    """A JSON object from ``path``; a ValueError names the file when it is unreadable or not an object."""
+    try:
+        out = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise ValueError(f"{path.name}: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(out, dict):
+        raise ValueError(f"{path.name}: expected a JSON object, got {type(out).__name__}")
     return out
 
 
@@ -129,29 +242,53 @@ def _split_metric(name: str) -> tuple[str, int | None]:
 def load(root: str | os.PathLike | None = None) -> pd.DataFrame:
     """All complete runs as one tidy DataFrame (one row per run x eval split x bucket x metric)."""
     base = Path(root) if root else runs_dir()
-    rows = []
+    rows, skipped = [], []
     for mfile in sorted(base.glob("*/metrics.json")) if base.is_dir() else []:
-        folder = mfile.parent
-        meta = json.loads(mfile.read_text())
-        cfg = json.loads((folder / "config.json").read_text())
+        try:
+            rows.extend(_rows(mfile.parent))
+        except Exception as exc:  # one damaged folder must not hide the others
+            skipped.append(f"{mfile.parent.name} ({type(exc).__name__}: {exc})")
+    if skipped:
+        warnings.warn(f"runs.load: skipped {len(skipped)} run folder(s) under {base} that cannot be read: "
+                      f"{'; '.join(skipped)}. Fix: delete those folders (or run them again).", stacklevel=2)
+    cols = ID_COLUMNS + ["eval_split", "bucket", "metric", "k", "value"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def _rows(folder: Path) -> list[dict]:
+    """The tidy rows of one run folder (raises, naming the file, on anything unreadable or missing)."""
+    meta, cfg = _read_json(folder / "metrics.json"), _read_json(folder / "config.json")
+    try:
         ident = {"run_id": folder.name, "dataset": cfg["dataset"], "split": cfg["split"],
+                 "split_seed": cfg.get("split_seed", 0),
                  "backbone": cfg["backbone"], "item_repr": cfg["item_repr"],
                  "modalities": "+".join(cfg.get("modalities") or ["all"]), "n_tokens": cfg["n_tokens"],
                  "seed": cfg["seed"], "variant": variant_of(cfg)}
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"config.json: no valid entry {exc}") from exc
+    rows = []
+    try:
         for split in ("valid", "test"):
             for name, value in meta[split].items():
                 metric, k = _split_metric(name)
                 rows.append({**ident, "eval_split": split, "bucket": "all", "metric": metric, "k": k, "value": value})
-        buckets = _csv(folder / "buckets.csv")
-        for rec in buckets.to_dict("records"):
+        for key in ("total", "item", "item_fraction"):
+            if key in meta["params"]:
+                rows.append({**ident, "eval_split": "-", "bucket": "all", "metric": f"params_{key}", "k": None,
+                             "value": meta["params"][key]})
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        raise ValueError(f"metrics.json: no valid entry {exc}") from exc
+    try:
+        for rec in _csv(folder / "buckets.csv").to_dict("records"):
             for name, value in rec.items():
                 if "@" in name:
                     metric, k = _split_metric(name)
                     rows.append({**ident, "eval_split": "test", "bucket": rec["bucket"], "metric": metric, "k": k,
                                  "value": value})
-        for key in ("total", "item", "item_fraction"):
-            if key in meta["params"]:
-                rows.append({**ident, "eval_split": "-", "bucket": "all", "metric": f"params_{key}", "k": None,
-                             "value": meta["params"][key]})
-    cols = ID_COLUMNS + ["eval_split", "bucket", "metric", "k", "value"]
-    return pd.DataFrame(rows, columns=cols)
+    except Exception as exc:
+        raise ValueError(f"buckets.csv: {type(exc).__name__}: {exc}") from exc
+    bad = [r for r in rows if not isinstance(r["value"], numbers.Real) or isinstance(r["value"], bool)]
+    if bad:
+        raise ValueError(f"metric {bad[0]['metric']}@{bad[0]['k']} ({bad[0]['eval_split']}) is "
+                         f"{bad[0]['value']!r}, not a number")
+    return rows

@@ -12,6 +12,11 @@ from .data import Dataset, from_interactions, resplit
 
 _WORDS = ("amber basalt cedar delta ember fjord garnet harbor indigo jasper kelp lumen marble nectar onyx pebble "
           "quartz raven sierra tundra umber velvet willow xenon yarrow zephyr copper silver cobalt coral").split()
+_WORDS_PER_CLUSTER = 3  # the words an item's text shares with its cluster (plus one random word)
+_ACTIVITY_SHAPE = 2.0  # Pareto shape of user activity: a few heavy users, most light, finite mean
+_OVERDRAW, _OVERDRAW_GROWTH, _MAX_DRAWS = 1.2, 1.5, 6  # duplicate pairs are dropped: draw more, up to 6 times
+_LATENT_DIM = 32  # cluster centres and item noise live here before the projection to dims[m]
+_FEATURE_JITTER = 0.05  # small noise after the projection, so features are full rank (the projection has rank 32)
 
 
 def synthetic(n_users: int = 800, n_items: int = 500, n_interactions: int = 8000, n_clusters: int = 16,
@@ -21,7 +26,7 @@ def synthetic(n_users: int = 800, n_items: int = 500, n_interactions: int = 8000
 
     Each user prefers one cluster (with probability ``focus``) and otherwise picks clusters uniformly; within a
     cluster items are drawn by a Zipf(``zipf``) popularity weight. Features per modality = cluster centre +
-    per-item noise (``noise[m]`` relative to centre norm), mapped through a random linear projection to
+    per-item noise (``noise[m]`` relative to the centres' scale), mapped through a random linear projection to
     ``dims[m]`` dimensions. Defaults: text 96-d with noise 0.6, image 128-d with noise 1.2.
 
     Baby scale: ``synthetic(19445, 7050, 160_000)``; paper scale: ``synthetic(140_000, 29_000, 500_000)``.
@@ -44,7 +49,7 @@ def synthetic(n_users: int = 800, n_items: int = 500, n_interactions: int = 8000
 
     user_cluster = rng.integers(0, n_clusters, size=n_users)
     # every user gets >= 1 interaction; the rest follow a skewed activity distribution
-    activity = rng.pareto(2.0, size=n_users) + 1.0
+    activity = rng.pareto(_ACTIVITY_SHAPE, size=n_users) + 1.0
     empty = starts == ends
     nonempty = np.flatnonzero(~empty)
 
@@ -60,13 +65,13 @@ def synthetic(n_users: int = 800, n_items: int = 500, n_interactions: int = 8000
         return u, order[pos]
 
     key = np.empty(0, dtype=np.int64)
-    factor = 1.2
-    for _ in range(6):  # duplicates are discarded: draw more until the target is reached
+    factor = _OVERDRAW
+    for _ in range(_MAX_DRAWS):  # duplicates are discarded: draw more until the target is reached
         u_new, i_new = draw(int(n_interactions * factor))
         key = np.unique(np.r_[key, u_new * n_items + i_new])
         if len(key) >= n_interactions:
             break
-        factor *= 1.5
+        factor *= _OVERDRAW_GROWTH
     users, items = key // n_items, key % n_items
     # trim to the requested size, keeping every user's first interaction
     if len(users) > n_interactions:
@@ -79,14 +84,13 @@ def synthetic(n_users: int = 800, n_items: int = 500, n_interactions: int = 8000
 
     features = {}
     for m, d in dims.items():
-        latent = 32
-        centres = rng.normal(size=(n_clusters, latent))
-        z = centres[item_cluster] + noise.get(m, 1.0) * rng.normal(size=(n_items, latent)) * np.sqrt(1.0)
-        proj = rng.normal(size=(latent, d)) / np.sqrt(latent)
-        features[m] = (z @ proj + 0.05 * rng.normal(size=(n_items, d))).astype(np.float32)
+        centres = rng.normal(size=(n_clusters, _LATENT_DIM))
+        z = centres[item_cluster] + noise.get(m, 1.0) * rng.normal(size=(n_items, _LATENT_DIM))
+        proj = rng.normal(size=(_LATENT_DIM, d)) / np.sqrt(_LATENT_DIM)  # keeps the scale of z
+        features[m] = (z @ proj + _FEATURE_JITTER * rng.normal(size=(n_items, d))).astype(np.float32)
 
     words = np.array(_WORDS)
-    cluster_words = [rng.choice(words, size=3, replace=False) for _ in range(n_clusters)]
+    cluster_words = [rng.choice(words, size=_WORDS_PER_CLUSTER, replace=False) for _ in range(n_clusters)]
     item_text = [f"item {j}: {' '.join(cluster_words[c])} {rng.choice(words)} (cluster {c})"
                  for j, c in enumerate(item_cluster)]
     ts = rng.random(len(users))

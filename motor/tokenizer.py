@@ -16,29 +16,50 @@ Choices (all documented in :class:`PQTokenizer`):
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import warnings
+from dataclasses import asdict, dataclass, field
 
-# faiss and torch each bring their own OpenMP runtime, and each reads OMP_WAIT_POLICY once, when it is loaded.
-# faiss's always waits passively: spin-waiting made it 4-7x slower on 2 cores, and an idle faiss thread under ACTIVE
-# spins through training. The caller's setting (or none) is put back for torch's: PASSIVE made LightGCN epochs about
-# 1.25x slower (ml100k, 2 cores).
-_caller_policy = os.environ.get("OMP_WAIT_POLICY")
-os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+import numpy as np
+import pandas as pd
 
-import contextlib  # noqa: E402
-from dataclasses import asdict, dataclass, field  # noqa: E402
+from .cache import array_problem, cache_dir, content_key, load_npz, save_npz
+from .defaults import N_CENTROIDS, N_TOKENS
 
-import faiss  # noqa: E402
+_faiss = None
 
-if _caller_policy is None:
-    del os.environ["OMP_WAIT_POLICY"]
-else:
-    os.environ["OMP_WAIT_POLICY"] = _caller_policy
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+def load_faiss():
+    """The faiss module, imported on first use (``import motor`` stays cheap and leaves ``os.environ`` alone).
 
-from .cache import cache_dir, content_key, load_npz, save_npz  # noqa: E402
+    faiss and torch each bring their own OpenMP runtime, and each reads OMP_WAIT_POLICY once, when it is loaded.
+    faiss's always waits passively: spin-waiting made it several times slower on 2 cores, and an idle faiss thread
+    under ACTIVE spins through training. So the variable is PASSIVE only while faiss loads; the caller's setting
+    (or none) is put back for torch's runtime, which trains slower under PASSIVE."""
+    global _faiss
+    if _faiss is None:
+        caller = os.environ.get("OMP_WAIT_POLICY")
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+        try:
+            import faiss as module
+        finally:
+            if caller is None:
+                os.environ.pop("OMP_WAIT_POLICY", None)
+            else:
+                os.environ["OMP_WAIT_POLICY"] = caller
+        _faiss = module
+    return _faiss
+
+
+class _LazyFaiss:
+    """``faiss.X`` in this module loads faiss on first use (:func:`load_faiss`)."""
+
+    def __getattr__(self, name: str):
+        return getattr(load_faiss(), name)
+
+
+faiss = _LazyFaiss()
 
 TOKENIZER_VERSION = 3  # bump when the algorithm changes: invalidates every cache entry
 
@@ -58,8 +79,8 @@ class PQTokenizer:
     :func:`same_id_every_position`; True: the final codebook of sub-space x is trained with seed ``seed + 1 + x``).
     """
 
-    n_tokens: int = 4
-    n_centroids: int = 256
+    n_tokens: int = N_TOKENS
+    n_centroids: int = N_CENTROIDS
     opq: bool = True
     init: str = "pca"
     opq_iter: int = 3
@@ -94,18 +115,13 @@ class PQTokenizer:
 
     def _fit(self, x: np.ndarray) -> "PQTokenizer":
         x = _as_f32(x)
+        check_fit_input(x, self.n_tokens, self.n_centroids)
         n, d = x.shape
-        if self.n_tokens < 1 or self.n_tokens > d:
-            raise ValueError(f"n_tokens must be in [1, {d}] for {d}-d features, got {self.n_tokens}")
-        if self.n_centroids & (self.n_centroids - 1) or not 2 <= self.n_centroids <= 256:
-            raise ValueError(f"n_centroids must be a power of two in [2, 256], got {self.n_centroids}")
-        if n < 2:
-            raise ValueError("need at least 2 items to learn a tokenizer")
         nbits = int(min(np.log2(self.n_centroids), np.floor(np.log2(n))))
-        d_out = self.n_tokens * (min(d, self.max_dim) // self.n_tokens)
+        use_opq, d_out = _output_dims(min(n, self.max_train), d, self.n_tokens, self.max_dim, self.opq)
         rng = np.random.default_rng(self.seed)
         sample = x[np.sort(rng.choice(n, self.max_train, replace=False))] if n > self.max_train else x
-        if self.opq:
+        if use_opq:
             opq = faiss.OPQMatrix(d, self.n_tokens, d_out)
             opq.niter, opq.niter_pq, opq.niter_pq_0 = self.opq_iter, self.opq_pq_iter, self.opq_pq_iter0
             opq.max_train_points = len(sample)
@@ -215,6 +231,79 @@ def _as_f32(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
+def check_fit_input(x: np.ndarray, n_tokens: int, n_centroids: int, name: str = "features") -> None:
+    """Raise a ValueError naming ``name`` when ``x`` cannot be tokenized with these parameters: not a 2-D
+    matrix, fewer than 2 items or 2 dimensions, NaN/inf values, ``n_tokens`` not in [1, d], ``n_centroids`` not a
+    power of two in [2, 256]."""
+    if x.ndim != 2:
+        raise ValueError(f"{name}: expected a 2-D matrix (items x dims), got shape {x.shape}")
+    n, d = x.shape
+    if d < 2:
+        raise ValueError(f"{name}: {d} dimension(s); a tokenizer cuts each vector into sub-vectors and needs at "
+                         "least 2. Fix: drop this modality (modalities=[...]) or give it real feature vectors.")
+    if n < 2:
+        raise ValueError(f"{name}: {n} item(s); need at least 2 items to learn a tokenizer")
+    if isinstance(n_tokens, bool) or not isinstance(n_tokens, (int, np.integer)) or not 1 <= n_tokens <= d:
+        raise ValueError(f"{name}: n_tokens must be an integer in [1, {d}] for {d}-d features, got {n_tokens!r}")
+    if (isinstance(n_centroids, bool) or not isinstance(n_centroids, (int, np.integer))
+            or n_centroids & (n_centroids - 1) or not 2 <= n_centroids <= 256):
+        raise ValueError(f"{name}: n_centroids must be a power of two in [2, 256], got {n_centroids!r}")
+    finite = np.isfinite(x).all(axis=1)
+    if not finite.all():
+        raise ValueError(f"{name}: NaN or inf in row {int(np.flatnonzero(~finite)[0])} "
+                         f"({int((~finite).sum())} rows). Fix: impute those vectors before tokenizing.")
+
+
+def _output_dims(n_train: int, d: int, n_tokens: int, max_dim: int, opq: bool) -> tuple[bool, int]:
+    """(learn an OPQ rotation?, output dim d_out). faiss's OPQ needs at least as many training items as output
+    dims and otherwise dies (SIGSEGV / heap corruption); below that, plain PQ over all ``d`` dims is used. On
+    40-300-item samples of scientific and ml100k features, plain PQ's distortion was 0.2-0.5x that of OPQ with
+    d_out cut to the item count in 5 of 9 cases (every image case; 40 items) and 1.1-2.0x in 4 (text, 100-300
+    items); on held-out items it was the lower one in 7 of 9."""
+    d_out = n_tokens * (min(d, max_dim) // n_tokens)
+    if not opq or n_train >= d_out:
+        return opq, d_out
+    warnings.warn(f"{n_train} items are fewer than the {d_out} output dimensions of the OPQ rotation (OPQ needs "
+                  f"at least as many items as dimensions): using plain PQ over all {d} dimensions instead.",
+                  stacklevel=4)
+    return False, n_tokens * (d // n_tokens)
+
+
+def duplicate_rows(x: np.ndarray) -> tuple[int, int]:
+    """(rows that repeat an earlier row, distinct rows) of a 2-D array, compared bytewise."""
+    rows = np.ascontiguousarray(x).view(np.dtype((np.void, x.dtype.itemsize * x.shape[1]))).ravel()
+    n_distinct = len(np.unique(rows))
+    return len(rows) - n_distinct, n_distinct
+
+
+def _degenerate_warning(x: np.ndarray, name: str, n_centroids: int) -> None:
+    """Warn when many items share one feature vector: identical vectors get identical tokens (constant
+    features: every item the same tokens)."""
+    n_dup, n_distinct = duplicate_rows(x)
+    k = min(n_centroids, 1 << int(np.floor(np.log2(max(len(x), 1)))))
+    if n_distinct == 1:
+        warnings.warn(f"{name}: all {len(x)} feature rows are identical (constant features): every item gets the "
+                      "same tokens, so this modality tells items apart not at all. Fix: check the feature file.",
+                      stacklevel=3)
+    elif n_dup > 0.25 * len(x) or n_distinct < k:
+        warnings.warn(f"{name}: {n_dup} of {len(x)} feature rows repeat another row ({n_distinct} distinct "
+                      f"vectors for {k} centroids per sub-space): items with the same vector get the same tokens.",
+                      stacklevel=3)
+
+
+def _token_cache_problem(arrays: dict, n: int, d: int, n_tokens: int, n_centroids: int) -> str | None:
+    """What makes a token cache entry unusable for (n, d) features (None: it fits)."""
+    c = arrays.get("centroids")
+    problem = array_problem(arrays, "centroids", (n_tokens, None, None), "f")
+    if problem is None:
+        k, ds = c.shape[1], c.shape[2]
+        if k < 2 or k & (k - 1) or k > n_centroids:
+            return f"entry 'centroids' has {k} centroids per sub-space, expected a power of two <= {n_centroids}"
+        problem = (array_problem(arrays, "rotation", (n_tokens * ds, d), "f")
+                   or array_problem(arrays, "token_ids", (n, n_tokens), "iu", 0, k))
+    return problem
+
+
 def _new_pq(d: int, m: int, nbits: int, niter: int, seed: int) -> "faiss.ProductQuantizer":
     pq = faiss.ProductQuantizer(d, m, nbits)
     pq.cp.niter = niter
@@ -245,9 +334,11 @@ def fit_tokenizer(features: np.ndarray, use_cache: bool = True, **params) -> PQT
     key = content_key("pq-tokenizer", TOKENIZER_VERSION, faiss.__version__, tok.params(), _as_f32(features))
     path = cache_dir() / "tokens" / f"{key}.npz"
     if use_cache:
-        hit = load_npz(path)
+        hit = load_npz(path, check=lambda a: _token_cache_problem(a, *np.shape(features), tok.n_tokens,
+                                                                  tok.n_centroids))
         if hit is not None:
             tok.rotation, tok.centroids = hit["rotation"], hit["centroids"]
+            tok.cached_token_ids = hit["token_ids"]  # type: ignore[attr-defined]
             tok.cache_path = path  # type: ignore[attr-defined]
             return tok
     tok.fit(features)
@@ -257,33 +348,52 @@ def fit_tokenizer(features: np.ndarray, use_cache: bool = True, **params) -> PQT
     return tok
 
 
-def fit_tokenizers(dataset, n_tokens: int = 4, modalities=None, use_cache: bool = True,
+def fit_tokenizers(dataset, n_tokens: int = N_TOKENS, modalities=None, use_cache: bool = True,
                    **params) -> dict[str, PQTokenizer]:
     """One fitted tokenizer per modality of ``dataset`` (all items' features; no interactions are used)."""
+    if isinstance(modalities, str):
+        raise ValueError(f"modalities must be a list of modality names, e.g. [{modalities!r}], got the string "
+                         f"{modalities!r}")
     mods = modalities or dataset.modalities
     if not mods:
         raise ValueError(f"dataset {dataset.name!r} has no modality features (<modality>_feat.npy) to tokenize")
+    unknown = [m for m in mods if m not in dataset.features]
+    if unknown:
+        raise ValueError(f"unknown modality {unknown[0]!r} for dataset {dataset.name!r}; it has "
+                         f"{dataset.modalities}. Fix: modalities=None (all) or a list of those.")
+    for m in mods:
+        x = np.asarray(dataset.features[m])
+        name = f"dataset {dataset.name!r}, modality {m!r}"
+        check_fit_input(x, n_tokens, params.get("n_centroids", PQTokenizer.n_centroids), name)
+        _degenerate_warning(x, name, params.get("n_centroids", PQTokenizer.n_centroids))
     return {m: fit_tokenizer(dataset.features[m], use_cache=use_cache, n_tokens=n_tokens, **params) for m in mods}
 
 
-def tokenize(dataset, n_tokens: int = 4, use_cache: bool = True, modalities=None, **params) -> dict[str, np.ndarray]:
-    """Token ids per modality: ``{modality: int64 array (n_items, n_tokens)}``. Cached by content + parameters."""
+def tokenize(dataset, n_tokens: int = N_TOKENS, use_cache: bool = True, modalities=None, disambiguate: bool = False,
+             **params) -> dict[str, np.ndarray]:
+    """Token ids per modality: ``{modality: int64 array (n_items, n_tokens)}``. Cached by content + parameters.
+
+    ``disambiguate=True`` appends one position per modality that numbers the items sharing a full token tuple
+    (:func:`disambiguate_codes`): every item then has distinct codes, shape (n_items, n_tokens + 1).
+    """
     toks = fit_tokenizers(dataset, n_tokens=n_tokens, modalities=modalities, use_cache=use_cache, **params)
     out = {}
     for m, tok in toks.items():
-        cached = load_npz(tok.cache_path) if use_cache else None
-        ids = cached["token_ids"] if cached is not None and "token_ids" in cached else tok.encode(dataset.features[m])
+        cached = getattr(tok, "cached_token_ids", None) if use_cache else None  # checked when loaded
+        ids = cached if cached is not None else tok.encode(dataset.features[m])
         out[m] = ids.astype(np.int64)
+        if disambiguate:
+            out[m] = disambiguate_codes(out[m], tok.k)
     return out
 
 
-def n_centroids_of(token_ids: dict[str, np.ndarray], requested: int = 256) -> int:
-    """Smallest power of two that holds every token id (the effective K of a tokenization)."""
+def n_centroids_of(token_ids: dict[str, np.ndarray]) -> int:
+    """Smallest power of two (at least 2) that holds every token id (the effective K of a tokenization)."""
     top = max(int(t.max()) for t in token_ids.values()) + 1
-    k = 1
+    k = 2
     while k < top:
         k *= 2
-    return min(max(k, 2), max(requested, k))
+    return k
 
 
 # ----------------------------------------------------------------------------------------------- diagnostics
@@ -295,15 +405,18 @@ def _entropy_bits(counts: np.ndarray) -> float:
 
 
 def token_stats(token_ids: dict[str, np.ndarray], n_centroids: int = 256) -> pd.DataFrame:
-    """Per modality and position: tokens used (of K), entropy (bits, max log2 K), items per used token."""
+    """Per modality and position: tokens used (of K), entropy (bits, max log2 K), items per used token, and the
+    modality's collision share (:func:`collision_share`, the same on every row of a modality)."""
     rows = []
+    share = collision_share(token_ids)
     for m, ids in token_ids.items():
         for p in range(ids.shape[1]):
             counts = np.bincount(ids[:, p], minlength=n_centroids)
             used = counts[counts > 0]
             rows.append({"modality": m, "position": p, "tokens_used": int(len(used)), "K": n_centroids,
                          "entropy_bits": _entropy_bits(counts), "max_entropy_bits": float(np.log2(n_centroids)),
-                         "items_per_token_median": float(np.median(used)), "items_per_token_max": int(used.max())})
+                         "items_per_token_median": float(np.median(used)), "items_per_token_max": int(used.max()),
+                         "collision_share": share[m]})
     return pd.DataFrame(rows)
 
 
@@ -333,8 +446,73 @@ def same_id_every_position(token_ids: dict[str, np.ndarray]) -> dict[str, float]
 
     Chance level is K^-(D-1). It is far higher with faiss's PQ: every sub-quantizer's k-means starts from the
     items (one seed), so centroid j starts from the same item in every sub-space; sub-spaces of real features are
-    correlated, the clusters stay aligned, and items near that item get code j everywhere (scientific, D=4: 21 %
-    of items for image, 29 % for text; ml100k: 15 % and 16 %). Position tables are separate, so this is not a
-    collision, but those items' positions carry correlated rather than independent information.
+    correlated, the clusters stay aligned, and items near that item get code j everywhere. Position tables are
+    separate, so this is not a collision, but those items' positions carry correlated rather than independent
+    information.
     """
     return {m: float((ids == ids[:, :1]).all(axis=1).mean()) for m, ids in token_ids.items() if ids.shape[1] > 1}
+
+
+def _tuple_groups(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(group index per item, group sizes) of the items' full code rows."""
+    _, inverse, counts = np.unique(ids, axis=0, return_inverse=True, return_counts=True)
+    return inverse.ravel(), counts
+
+
+def collision_share(token_ids: dict[str, np.ndarray]) -> dict[str, float]:
+    """Share of items whose full token tuple is shared with at least one other item, per modality and over all
+    modalities together (key ``"all"``). Such items get identical token inputs (identical vectors under ``ms`` /
+    ``ma`` when every modality collides)."""
+    n = len(next(iter(token_ids.values())))
+    return {m: c / max(n, 1) for m, c in collisions(token_ids).items()}
+
+
+def token_summary(token_ids: dict[str, np.ndarray], n_centroids: int | None = None) -> pd.DataFrame:
+    """One row per modality and one for all modalities together: positions, tokens used per position (mean),
+    collision share and count, the largest group of items with one code, and the share of items whose id is the
+    same at every position (:func:`same_id_every_position`)."""
+    k = n_centroids or n_centroids_of(token_ids)
+    mats = dict(token_ids)
+    mats["all"] = np.concatenate([token_ids[m] for m in sorted(token_ids)], axis=1)
+    share, count, same = collision_share(token_ids), collisions(token_ids), same_id_every_position(token_ids)
+    rows = []
+    for m, ids in mats.items():
+        _, sizes = _tuple_groups(ids)
+        used = [len(np.unique(ids[:, p])) for p in range(ids.shape[1])]
+        rows.append({"modality": m, "positions": ids.shape[1], "K": k, "tokens_used_mean": float(np.mean(used)),
+                     "collision_share": share[m], "colliding_items": count[m], "largest_group": int(sizes.max()),
+                     "same_id_every_position": same.get(m, float("nan"))})
+    return pd.DataFrame(rows).set_index("modality")
+
+
+def disambiguate_codes(ids: np.ndarray, n_centroids: int = 256) -> np.ndarray:
+    """``ids`` (n, D) with one more column that numbers the items of each group sharing a full code row, in item
+    order (0 for an item whose code is unique and for the first item of a group), so that every row is distinct,
+    as semantic-ID recommenders do. The new position's vocabulary is the largest group size, which must not
+    exceed ``n_centroids`` (the token tables' rows)."""
+    ids = np.asarray(ids, dtype=np.int64)
+    group, sizes = _tuple_groups(ids)
+    if len(sizes) and sizes.max() > n_centroids:
+        raise ValueError(f"disambiguate: {int(sizes.max())} items share one token code, more than K={n_centroids} "
+                         "values of the extra position. Fix: use more tokens per modality (n_tokens) or a larger "
+                         "n_centroids.")
+    order = np.lexsort((np.arange(len(ids)), group))  # items sorted by group, then by item id
+    starts = np.r_[0, np.cumsum(sizes)[:-1]]
+    rank = np.empty(len(ids), dtype=np.int64)
+    rank[order] = np.arange(len(ids)) - np.repeat(starts, sizes)
+    return np.concatenate([ids, rank[:, None]], axis=1)
+
+
+def compare_collisions(dataset, n_tokens: int = 4, **params) -> pd.DataFrame:
+    """:func:`token_summary` of the plain OPQ codes and of the disambiguated ones (:func:`disambiguate_codes`),
+    index (codes, modality), with each modality's distortion, which is the same for both: the extra position
+    carries no geometry."""
+    toks = fit_tokenizers(dataset, n_tokens=n_tokens, **params)
+    plain = tokenize(dataset, n_tokens, **params)
+    dis = {m: disambiguate_codes(plain[m], t.k) for m, t in toks.items()}
+    k = max(t.k for t in toks.values())
+    out = pd.concat({"OPQ": token_summary(plain, k), "OPQ + disambiguation": token_summary(dis, k)},
+                    names=["codes"])
+    dist = {m: t.distortion(dataset.features[m]) for m, t in toks.items()}
+    out["distortion"] = [dist.get(m, np.nan) for m in out.index.get_level_values("modality")]
+    return out

@@ -4,14 +4,17 @@
 * early stopping on valid ``recall@20`` (patience 20 by default); the best-valid weights are restored at the end;
   the test split is never read here;
 * ``seed`` makes CPU runs bit-identical; a checkpoint is written atomically after every epoch and
-  ``resume=True`` continues from it exactly (model, optimizer, RNG states, history);
+  ``resume=True`` continues from it exactly (model, optimizer, RNG states, history); the file carries a checksum
+  and a fingerprint of the run, so a damaged checkpoint or one of another configuration stops with the fix;
 * a NaN loss stops the run with a clear message.
 """
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -21,24 +24,27 @@ import scipy.sparse as sp
 import torch
 
 from .cache import atomic_write_bytes
+from .defaults import BATCH_SIZE, EPOCHS, LR, PATIENCE
 from .evaluate import DEFAULT_KS, evaluate
 from .perf import keep_freed_memory
 
 
 @dataclass
 class TrainConfig:
-    """Defaults follow MMRec / the paper: Adam lr 1e-3, batch 2048, patience 20 on valid Recall@20."""
+    """Defaults follow MMRec / the paper (:mod:`motor.defaults`): Adam lr 1e-3, batch 2048, patience 20 on valid
+    Recall@20."""
 
-    epochs: int = 300
-    lr: float = 1e-3
-    batch_size: int = 2048
-    patience: int = 20
+    epochs: int = EPOCHS
+    lr: float = LR
+    batch_size: int = BATCH_SIZE
+    patience: int = PATIENCE
     valid_metric: str = "recall@20"
     eval_every: int = 1
     ks: tuple = DEFAULT_KS
     seed: int = 0
     device: str = "cpu"
-    weight_decay: float = 0.0
+    weight_decay: float | None = None  # Adam's L2 weight decay; None: the backbone's own (see trainer_settings)
+    lr_schedule: tuple | None = None  # (factor, epochs): lr x factor ** (epoch / epochs); None: the backbone's own
     checkpoint: str | None = None  # file path; written atomically after every epoch
     resume: bool = False
     progress: bool = True
@@ -88,10 +94,124 @@ def make_optimizer(model: torch.nn.Module, lr: float = 1e-3, weight_decay: float
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
 
 
+def trainer_settings(backbone, weight_decay: float | None = None, lr_schedule=None) -> dict:
+    """Effective weight decay and learning-rate schedule of a run: an explicit value wins, else the backbone's own
+    (its class attribute ``trainer_defaults``, e.g. SLMRec's weight decay 1e-4, as in its MMRec configuration),
+    else 0 and a constant rate. ``backbone``: a model, a backbone class, or None.
+
+    ``lr_schedule`` = (factor, epochs) is MMRec's ``learning_rate_scheduler``: epoch e (0-based) trains with
+    ``lr * factor ** (e / epochs)``, i.e. x factor every ``epochs`` epochs, decayed smoothly.
+    """
+    own = getattr(backbone, "trainer_defaults", None) or {}
+    wd = own.get("weight_decay", 0.0) if weight_decay is None else weight_decay
+    sched = own.get("lr_schedule") if lr_schedule is None else lr_schedule
+    if not (isinstance(wd, (int, float)) and wd >= 0):
+        raise ValueError(f"weight_decay must be a number >= 0, got {wd!r}")
+    if sched is not None:
+        if len(sched) != 2 or not 0 < float(sched[0]) <= 1 or not float(sched[1]) > 0:
+            raise ValueError(f"lr_schedule must be (factor in (0, 1], epochs > 0), e.g. (0.96, 50); got {sched!r}")
+        sched = (float(sched[0]), float(sched[1]))
+        if sched[0] == 1.0:
+            sched = None  # a factor of 1 is the constant rate
+    return {"weight_decay": float(wd), "lr_schedule": sched}
+
+
+def scheduled_lr(lr: float, lr_schedule, epoch: int) -> float:
+    """Learning rate of 0-based ``epoch`` under ``lr_schedule`` (None: constant)."""
+    if lr_schedule is None:
+        return lr
+    factor, every = lr_schedule
+    return lr * factor ** (epoch / every)
+
+
 def _state_bytes(obj) -> bytes:
     buf = io.BytesIO()
     torch.save(obj, buf)
     return buf.getvalue()
+
+
+CHECKPOINT_MAGIC = b"MOTOR-CHECKPOINT 1\n"
+# TrainConfig fields a resumed run may change: they decide how long to train and where, not what is computed
+_RESUMABLE_CHANGES = ("epochs", "patience", "device", "progress", "checkpoint", "resume", "eval_batch_users")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint cannot be resumed from; the message names the file and the fix."""
+
+
+def run_description(model, dataset, cfg: TrainConfig, settings: dict) -> dict:
+    """What a resumed run must share with the run that wrote its checkpoint: the model's class and the
+    names, shapes and dtypes of its parameters and buffers, the values of its integer buffers (token ids, index
+    tables), a hash of the train/valid interactions and features, and the TrainConfig fields that change the
+    computation (effective weight decay and lr schedule included)."""
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        h.update(f"{name}|{tuple(t.shape)}|{t.dtype};".encode())
+    for name, t in sorted(model.named_buffers()):
+        h.update(f"{name}|{tuple(t.shape)}|{t.dtype}|{t.layout};".encode())
+        if t.layout == torch.strided and not (t.is_floating_point() or t.is_complex()):
+            h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    data = hashlib.sha256(f"{dataset.n_users}|{dataset.n_items};".encode())
+    for m in (dataset.train, dataset.valid):
+        data.update(np.ascontiguousarray(m.indptr, dtype=np.int64).tobytes())
+        data.update(np.ascontiguousarray(m.indices, dtype=np.int64).tobytes())
+    for name in sorted(dataset.features):
+        data.update(name.encode())
+        data.update(np.ascontiguousarray(dataset.features[name]).tobytes())
+    trainer = {k: v for k, v in asdict(cfg).items() if k not in _RESUMABLE_CHANGES}
+    trainer.update(settings)
+    return {"model": type(model).__name__, "model_layout": h.hexdigest()[:16],
+            "data": data.hexdigest()[:16], "trainer": json.loads(json.dumps(trainer, default=str))}
+
+
+def _fingerprint(description: dict) -> str:
+    return hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def checkpoint_bytes(state: dict, description: dict) -> bytes:
+    """A checkpoint file: a magic line, a JSON header (the run description, its fingerprint, the SHA-256 of
+    fingerprint and payload, the payload's length), then the ``torch.save`` payload."""
+    payload, fingerprint = _state_bytes(state), _fingerprint(description)
+    header = {"fingerprint": fingerprint, "description": description,
+              "sha256": hashlib.sha256(fingerprint.encode() + payload).hexdigest(), "payload_bytes": len(payload)}
+    return CHECKPOINT_MAGIC + json.dumps(header, sort_keys=True).encode() + b"\n" + payload
+
+
+def read_checkpoint(path: Path, description: dict, device) -> dict:
+    """The state saved in checkpoint ``path`` for a run described by ``description`` (:func:`run_description`);
+    a :class:`CheckpointError` names the file and the fix when it is damaged, not a motor checkpoint, or written
+    by a run with another configuration."""
+    fix = f"Fix: delete {path} to start this run from scratch, or pass resume=False (the file is then overwritten)."
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise CheckpointError(f"checkpoint {path} cannot be read ({type(exc).__name__}: {exc}). {fix}") from exc
+    if not raw.startswith(CHECKPOINT_MAGIC):
+        raise CheckpointError(f"checkpoint {path} is not a motor checkpoint of this version (no header line), so "
+                              f"nothing says which run wrote it. {fix}")
+    try:
+        end = raw.index(b"\n", len(CHECKPOINT_MAGIC))
+        header = json.loads(raw[len(CHECKPOINT_MAGIC):end])
+        payload = raw[end + 1:]
+        intact = (len(payload) == header["payload_bytes"]
+                  and hashlib.sha256(header["fingerprint"].encode() + payload).hexdigest() == header["sha256"])
+    except (ValueError, KeyError, TypeError):
+        intact = False
+    if not intact:
+        raise CheckpointError(f"checkpoint {path} is damaged (truncated or changed: its checksum does not match). "
+                              f"{fix}")
+    if header.get("fingerprint") != _fingerprint(description):
+        saved = header.get("description") or {}
+        diff = [k for k in description if k != "trainer" and saved.get(k) != description[k]]
+        diff += [f"trainer.{k}" for k in description["trainer"]
+                 if (saved.get("trainer") or {}).get(k) != description["trainer"][k]]
+        raise CheckpointError(f"checkpoint {path} was written by a run with another configuration (differs in: "
+                              f"{', '.join(diff) or 'the run description'}; saved model {saved.get('model')}, this "
+                              f"run {description['model']}). {fix}")
+    try:
+        return torch.load(io.BytesIO(payload), map_location=device, weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"checkpoint {path} cannot be loaded ({type(exc).__name__}). {fix}") from exc
 
 
 def train(model, dataset, config: TrainConfig | None = None, callbacks: list[Callable] = (), **overrides) -> TrainResult:
@@ -110,7 +230,8 @@ def train(model, dataset, config: TrainConfig | None = None, callbacks: list[Cal
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
-    opt = make_optimizer(model, cfg.lr, cfg.weight_decay)
+    settings = trainer_settings(model, cfg.weight_decay, cfg.lr_schedule)
+    opt = make_optimizer(model, cfg.lr, settings["weight_decay"])
     coo = dataset.train.tocoo()
     users_all, items_all = coo.row.astype(np.int64), coo.col.astype(np.int64)
     keys = train_keys(dataset.train)
@@ -118,8 +239,14 @@ def train(model, dataset, config: TrainConfig | None = None, callbacks: list[Cal
     best = {"metric": -1.0, "epoch": -1, "state": None, "valid": {}, "bad": 0}
     start = 0
     ckpt = Path(cfg.checkpoint) if cfg.checkpoint else None
-    if cfg.resume and ckpt is not None and ckpt.is_file():
-        state = torch.load(ckpt, map_location=device, weights_only=True)
+    description = run_description(model, dataset, cfg, settings) if ckpt is not None else None
+    if cfg.resume and ckpt is None:
+        raise CheckpointError("resume=True needs checkpoint=<file> (the checkpoint to continue from).")
+    if cfg.resume and not ckpt.is_file():
+        raise CheckpointError(f"checkpoint {ckpt} does not exist, so there is nothing to resume. Fix: check the "
+                              "path, or pass resume=False to start a new run that writes it.")
+    if cfg.resume:
+        state = read_checkpoint(ckpt, description, device)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         rng.bit_generator.state = state["np_rng"]
@@ -143,6 +270,9 @@ def train(model, dataset, config: TrainConfig | None = None, callbacks: list[Cal
             stopped = "early_stopping"
             break
         t0 = time.perf_counter()
+        if settings["lr_schedule"] is not None:
+            for group in opt.param_groups:
+                group["lr"] = scheduled_lr(cfg.lr, settings["lr_schedule"], epoch)
         model.train()
         model.on_epoch_start(gen)
         perm = rng.permutation(len(users_all))
@@ -163,6 +293,8 @@ def train(model, dataset, config: TrainConfig | None = None, callbacks: list[Cal
             batches += 1
         t_train = time.perf_counter() - t0
         record = {"epoch": epoch, "loss": total / max(batches, 1), "train_seconds": t_train}
+        if settings["lr_schedule"] is not None:
+            record["lr"] = opt.param_groups[0]["lr"]
         if (epoch + 1) % cfg.eval_every == 0 or epoch == cfg.epochs - 1:
             res = evaluate(model, dataset, "valid", cfg.ks, buckets=None, batch_users=cfg.eval_batch_users,
                            device=device)
@@ -176,11 +308,11 @@ def train(model, dataset, config: TrainConfig | None = None, callbacks: list[Cal
                 best["bad"] += 1
         history.append(record)
         if ckpt is not None:
-            atomic_write_bytes(ckpt, _state_bytes({
+            atomic_write_bytes(ckpt, checkpoint_bytes({
                 "model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch, "history": history,
                 "best": best, "np_rng": rng.bit_generator.state, "edge_rng": gen.get_state(),
                 "torch_rng": torch.get_rng_state(),
-                "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}))
+                "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}, description))
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{record['loss']:.4f}", **{cfg.valid_metric: f"{best['metric']:.4f}"})
@@ -194,4 +326,4 @@ def train(model, dataset, config: TrainConfig | None = None, callbacks: list[Cal
     if best["state"] is not None:
         model.load_state_dict(best["state"])
     return TrainResult(pd.DataFrame(history), best["epoch"], best["valid"], stopped,
-                       time.perf_counter() - t_start, epochs_run=epoch + 1)
+                       time.perf_counter() - t_start, epochs_run=epoch + 1, extra={"trainer": settings})

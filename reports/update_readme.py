@@ -8,20 +8,19 @@ from motor import runs
 from motor.analysis import main_runs, metric_frame, results_markdown
 from motor.backbones import REGISTRY
 from motor.cache import atomic_write_text
+from motor.item_repr import headline_item_reprs
 
 START, END = "<!-- registry:start -->", "<!-- registry:end -->"
 SEEDS = 3
-ITEM_REPRS = ("id", "ms", "ma")  # the headline; ablation runs (mean, linear) live in notebook 05
 
 
 def registry_block(datasets=("ml100k", "scientific")) -> str:
     df = main_runs(runs.load())
-    df = df[df.dataset.isin(datasets) & df.item_repr.isin(ITEM_REPRS)]
+    df = df[df.dataset.isin(datasets) & df.item_repr.isin(headline_item_reprs())]  # ablations: notebook 05
     counts = metric_frame(df).groupby(["dataset", "backbone", "item_repr"])["seed"].nunique()
     counts = counts.groupby(level=[0, 1]).min()  # the least-run cell of each (dataset, backbone)
     short = [f"{d}/{b} ({n} seed{'s' * (n > 1)})" for (d, b), n in counts.items() if n < SEEDS]
-    backbones = [b for b in REGISTRY if b != "pop"]
-    missing = [f"{d}/{b}" for d in datasets for b in backbones if (d, b) not in counts.index]
+    missing = [f"{d}/{b}" for d in datasets for b in REGISTRY if (d, b) not in counts.index]
     notes = []
     if short:
         notes.append(f"Fewer than {SEEDS} seeds: " + ", ".join(short) + ".")

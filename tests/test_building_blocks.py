@@ -2,10 +2,9 @@
 import pytest
 import torch
 
-from motor.backbones.base import dropout, take
 from motor.backbones.features import _FrozenLinear, project, project_rows
 from motor.backbones.graph import layer_mean, layer_mean_rows, propagate
-from motor.perf import keep_freed_memory
+from motor.backbones.losses import dropout, take
 
 
 def test_take_equals_indexing_in_value_and_gradient():
@@ -136,13 +135,8 @@ def test_project_equals_linear_in_value_and_gradient():
     torch.testing.assert_close(trainable.grad, lin.weight.detach().sum(0).expand(30, 7))
 
 
-def test_keep_freed_memory_is_idempotent():
-    first = keep_freed_memory()
-    assert keep_freed_memory() == first
-
-
 def test_info_nce_equals_cross_entropy_in_value_and_gradient():
-    from motor.backbones.base import info_nce
+    from motor.backbones.losses import info_nce
 
     torch.manual_seed(0)
     a = torch.randn(50, 8, dtype=torch.float64, requires_grad=True)
@@ -213,7 +207,7 @@ def test_layergcn_refine_equals_cosine_similarity_in_value_and_gradient():
 
 
 def test_bpr_triplet_loss_equals_plain_bpr_in_value_and_gradient():
-    from motor.backbones.base import bpr_loss, bpr_triplet_loss
+    from motor.backbones.losses import bpr_loss, bpr_triplet_loss
 
     torch.manual_seed(0)
     rows = [torch.randn(11, 6, dtype=torch.float64) * 3 for _ in range(3)]  # large scores: the stable branch
@@ -230,7 +224,7 @@ def test_bpr_triplet_loss_equals_plain_bpr_in_value_and_gradient():
 
 
 def test_normalize_rows_equals_f_normalize_in_value_and_gradient():
-    from motor.backbones.base import normalize_rows
+    from motor.backbones.losses import normalize_rows
 
     torch.manual_seed(0)
     x = torch.randn(8, 5, dtype=torch.float64)

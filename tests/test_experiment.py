@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +10,8 @@ import pytest
 
 import motor
 from motor import analysis, runs
-from motor.experiment import RunConfig, resolve_dataset_name, run
+from motor.experiment import RunConfig, get_dataset, resolve_dataset_name, run
+from motor.tokenizer import n_centroids_of
 
 
 def test_run_saves_and_registry_loads(tmp_path, monkeypatch):
@@ -17,8 +19,14 @@ def test_run_saves_and_registry_loads(tmp_path, monkeypatch):
     a = run(dataset="synthetic", backbone="lightgcn", item_repr="id", epochs=3, progress=False, save_vectors=True)
     b = run(dataset="synthetic", backbone="lightgcn", item_repr="ms", n_tokens=2, epochs=3, progress=False)
     assert set(a.valid) >= {"recall@10", "recall@20", "ndcg@10", "ndcg@20"}
-    assert a.params["item"] == motor.synthetic().n_items * 64
-    assert b.params["item_fraction"] < 1.0 or b.params["item"] > 0
+    n_users, n_items = motor.synthetic().n_users, motor.synthetic().n_items
+    assert a.params["item"] == a.params["id_table"] == n_items * 64 and a.params["item_fraction"] == 1.0
+    # LightGCN's only other parameters are its user table, the same for both item representations
+    assert a.params["total"] - a.params["item"] == b.params["total"] - b.params["item"] == n_users * 64
+    # ms, 2 tokens per modality: one K x 64 table per (modality, position), plus the cross networks
+    k = n_centroids_of(motor.tokenize(get_dataset("synthetic"), 2))
+    assert b.params["item"] > 2 * 2 * k * 64
+    assert b.params["item_fraction"] == pytest.approx(b.params["item"] / (n_items * 64))
     df = runs.load()
     assert set(df.run_id) == {a.run_id, b.run_id}
     r20 = analysis.metric_frame(df, "recall", 20)
@@ -35,9 +43,7 @@ def test_run_saves_and_registry_loads(tmp_path, monkeypatch):
     assert saved["item_vectors"].shape == (500, 64)
     made_by = saved["provenance"]  # which code made the run
     assert made_by["torch"] == __import__("torch").__version__
-    head = subprocess.run(["git", "-C", str(Path(runs.__file__).parent), "rev-parse", "HEAD"],
-                          capture_output=True, text=True)
-    assert made_by["git_commit"] == (head.stdout.strip() if head.returncode == 0 else None)
+    assert made_by["git_commit"] == _git_head()
     assert not list((tmp_path / "runs").rglob("*.tmp"))
     # reuse returns the registry copy without training
     again = run(dataset="synthetic", backbone="lightgcn", item_repr="id", epochs=3, progress=False, reuse=True)
@@ -68,26 +74,40 @@ def test_variants_are_named_and_kept_out_of_the_main_table():
     assert analysis.main_runs(df, variant="tokenizer.subspace_seeds=True").index.tolist() == [1]
 
 
-def test_missing_dataset_falls_back_to_synthetic(capsys, monkeypatch, tmp_path):
+def test_missing_default_dataset_falls_back_to_synthetic(capsys, monkeypatch, tmp_path):
     monkeypatch.setenv("MOTOR_DATA", str(tmp_path))
-    assert resolve_dataset_name("scientific") == "synthetic"
+    assert resolve_dataset_name(None) == "synthetic"  # a named one that is missing raises (tests/test_api.py)
     out = capsys.readouterr().out
     assert out.count("\n") == 1 and "synthetic" in out
 
 
-def test_cli_train_json(tmp_path):
-    env = {"MOTOR_RUNS": str(tmp_path), "PATH": "", "MOTOR_DATA": str(tmp_path)}
-    import os
+def _git_head() -> str | None:
+    """The checkout's commit, or None where it is not a git checkout or git is not installed."""
+    try:
+        head = subprocess.run(["git", "-C", str(Path(runs.__file__).parent), "rev-parse", "HEAD"],
+                              capture_output=True, text=True)
+    except OSError:
+        return None
+    return head.stdout.strip() if head.returncode == 0 else None
 
-    env = {**os.environ, **env}
+
+@pytest.mark.parametrize("git_on_path", [True, False])
+def test_cli_train_json_and_its_provenance(tmp_path, git_on_path):
+    env = {**os.environ, "MOTOR_RUNS": str(tmp_path), "MOTOR_DATA": str(tmp_path)}
+    if not git_on_path:
+        env["PATH"] = ""  # no git to ask: the run still trains and is saved, with versions but no commit
     out = subprocess.run([sys.executable, "-m", "motor", "train", "--dataset", "synthetic", "--backbone", "bpr",
                           "--item-repr", "ms", "--epochs", "2", "--json"],
                          capture_output=True, text=True, env=env, check=True)
     res = json.loads(out.stdout)
     assert 0 <= res["test"]["recall@20"] <= 1
-    listing = subprocess.run([sys.executable, "-m", "motor", "runs"], capture_output=True, text=True, env=env,
-                             check=True)
-    assert "bpr" in listing.stdout
+    made_by = json.loads((tmp_path / res["run_id"] / "metrics.json").read_text())["provenance"]
+    assert made_by["torch"] == __import__("torch").__version__
+    assert made_by["git_commit"] == (_git_head() if git_on_path else None)
+    if git_on_path:
+        listing = subprocess.run([sys.executable, "-m", "motor", "runs"], capture_output=True, text=True, env=env,
+                                 check=True)
+        assert "bpr" in listing.stdout
 
 
 def test_run_grid_reuses_trains_or_lists_missing(tmp_path, monkeypatch):

@@ -2,8 +2,12 @@ import numpy as np
 import pytest
 import torch
 
-from motor.item_repr import (CrossNetwork, IDEmbedding, TokenRepresentation, build_item_repr,
-                             item_parameter_fraction, second_order)
+from motor.item_repr import ITEM_REPRS, CrossNetwork, IDEmbedding, ModalSpecific, TokenRepresentation, build_item_repr
+
+
+def _rep(kind, token_ids, n_centroids, dim, **kw):
+    """A registered token representation (``kind``) directly from its class."""
+    return ITEM_REPRS[kind](token_ids, n_centroids, dim, **kw)
 
 
 def _ids(n=7, widths=(3, 4), k=5, seed=0):
@@ -39,7 +43,7 @@ def _randomise(module):
 def test_tcn_matches_naive_equations(cross):
     torch.manual_seed(0)
     ids = _ids()
-    rep = TokenRepresentation(ids, n_centroids=5, dim=6, cross=cross, hidden=(8,)).double()
+    rep = _rep(cross, ids, n_centroids=5, dim=6, hidden=(8,)).double()
     _randomise(rep)
     got = rep()
     emb = rep.token_embeddings()
@@ -55,16 +59,10 @@ def test_tcn_matches_naive_equations(cross):
         torch.testing.assert_close(emb[:, p], rep.tables[p][torch.as_tensor(ids[m][:, w])])
 
 
-def test_second_order_identity():
-    x = torch.randn(5, 4, 3, dtype=torch.float64)
-    naive = sum(x[:, a] * x[:, b] for a in range(4) for b in range(a + 1, 4))
-    torch.testing.assert_close(second_order(x), naive, atol=1e-12, rtol=0)
-
-
 @pytest.mark.parametrize("cross", ["ms", "ma", "mean", "linear"])
 def test_gradients_reach_every_table_and_weight(cross):
     ids = _ids(n=50, k=5)
-    rep = TokenRepresentation(ids, n_centroids=5, dim=4, cross=cross)
+    rep = _rep(cross, ids, n_centroids=5, dim=4)
     rep().pow(2).sum().backward()
     used = torch.zeros(7, 5, dtype=torch.bool)
     for p, col in enumerate(np.concatenate([ids["image"], ids["text"]], 1).T):
@@ -78,26 +76,26 @@ def test_gradients_reach_every_table_and_weight(cross):
 
 def test_shapes_of_ablations_and_subsets():
     ids = _ids()
-    assert TokenRepresentation(ids, 5, 6, cross="mean")().shape == (7, 6)
-    assert TokenRepresentation(ids, 5, 6, cross="linear")().shape == (7, 6)
-    only_text = TokenRepresentation(ids, 5, 6, cross="ms", modalities=["text"])
+    assert _rep("mean", ids, 5, 6)().shape == (7, 6)
+    assert _rep("linear", ids, 5, 6)().shape == (7, 6)
+    only_text = _rep("ms", ids, 5, 6, modalities=["text"])
     assert only_text.widths == [4] and only_text().shape == (7, 6)
     assert only_text(torch.tensor([0, 3])).shape == (2, 6)
     torch.testing.assert_close(only_text(torch.tensor([3])), only_text()[3:4])
-    mean = TokenRepresentation(ids, 5, 6, cross="mean")
+    mean = _rep("mean", ids, 5, 6)
     torch.testing.assert_close(mean(), mean.token_embeddings().mean(1))
     with pytest.raises(KeyError):
-        TokenRepresentation(ids, 5, 6, modalities=["audio"])
+        _rep("ms", ids, 5, 6, modalities=["audio"])
     with pytest.raises(ValueError, match="n_centroids"):
-        TokenRepresentation(ids, 3, 6)
+        _rep("ms", ids, 3, 6)
 
 
 def test_same_seed_same_output():
     ids = _ids()
     torch.manual_seed(3)
-    a = TokenRepresentation(ids, 5, 6)()
+    a = _rep("ms", ids, 5, 6)()
     torch.manual_seed(3)
-    b = TokenRepresentation(ids, 5, 6)()
+    b = _rep("ms", ids, 5, 6)()
     assert torch.equal(a, b)
 
 
@@ -107,7 +105,6 @@ def test_parameter_accounting():
     tables = 8 * 256 * 64
     nets = 2 * (4 + 4 * 64 * 64 + 64)
     assert rep.n_parameters() == tables + nets
-    assert item_parameter_fraction(rep, 10_000, 64) == pytest.approx((tables + nets) / 640_000)
     idm = build_item_repr("id", 10_000, 64)
     assert isinstance(idm, IDEmbedding) and idm.n_parameters() == 640_000
     with pytest.raises(ValueError, match="token_ids"):
@@ -117,7 +114,7 @@ def test_parameter_accounting():
 def _direct(rep: TokenRepresentation) -> torch.Tensor:
     """The networks applied to gathered token embeddings with plain autograd (no per-token tables)."""
     emb = rep.token_embeddings()
-    if rep.cross == "ma":
+    if rep.name == "ma":
         return rep.nets[0](emb)
     return sum(net(part) for net, part in zip(rep.nets, torch.split(emb, rep.widths, dim=1)))
 
@@ -127,11 +124,11 @@ def _direct(rep: TokenRepresentation) -> torch.Tensor:
 def test_fast_paths_equal_direct_form_values_and_gradients(cross, hidden, activation):
     """Default one-layer tanh nets take the fully fused kernel; other shapes the token-sums kernel + autograd."""
     torch.manual_seed(1)
-    rep = TokenRepresentation(_ids(n=40, widths=(2, 5), k=5), 5, 6, cross=cross, hidden=hidden,
-                              activation=activation).double()
+    rep = _rep(cross, _ids(n=40, widths=(2, 5), k=5), 5, 6, hidden=hidden, activation=activation).double()
     _randomise(rep)
     g = torch.randn(40, 6, dtype=torch.float64)
-    paths = {"all items": lambda: rep(), "subset": lambda: rep._represent(torch.arange(40)), "direct": lambda: _direct(rep)}
+    paths = {"all items": lambda: rep(), "subset": lambda: rep.represent(torch.arange(40)),
+             "direct": lambda: _direct(rep)}
     outs, grads = {}, {}
     for name, f in paths.items():
         rep.zero_grad()
@@ -148,7 +145,7 @@ def test_token_sums_gradcheck():
     from motor.sparse import csr_pair
     from motor.tcn import _TokenSums
 
-    rep = TokenRepresentation(_ids(n=9, widths=(2, 3), k=4), 4, 3, cross="ms").double()
+    rep = _rep("ms", _ids(n=9, widths=(2, 3), k=4), 4, 3).double()
     _, inc_t = csr_pair(rep.incidence)
     ids = rep.flat_ids.reshape(-1)
     args = (torch.randn(5, 4, 3, dtype=torch.float64, requires_grad=True),
@@ -161,7 +158,7 @@ def test_tanh_cross_gradcheck():
     from motor.sparse import csr_pair
     from motor.tcn import _TanhCross
 
-    rep = TokenRepresentation(_ids(n=9, widths=(2, 3), k=4), 4, 3, cross="ms").double()
+    rep = _rep("ms", _ids(n=9, widths=(2, 3), k=4), 4, 3).double()
     _, inc_t = csr_pair(rep.incidence)
     ids = rep.flat_ids.reshape(-1)
     g = torch.Generator().manual_seed(0)
@@ -169,3 +166,179 @@ def test_tanh_cross_gradcheck():
                  for shape in ((5, 4, 3), (5,), (3, 5, 3), (2, 3)))
     assert torch.autograd.gradcheck(lambda t, w, w1, b: _TanhCross.apply(t, w, w1, b, ids, rep.bag_offsets, inc_t),
                                     args)
+
+
+# --- the registry ------------------------------------------------------------------------------------------------
+
+def test_registry_names_classes_and_headline():
+    from motor.item_repr import headline_item_reprs, item_repr_class
+
+    assert list(ITEM_REPRS)[:6] == ["id", "ms", "ma", "mean", "linear", "ms+id"]  # run ids use these names
+    assert headline_item_reprs() == ["id", "ms", "ma"]
+    for name, cls in ITEM_REPRS.items():
+        assert cls.name == name and item_repr_class(name) is cls
+    assert not ITEM_REPRS["id"].needs_tokens and all(ITEM_REPRS[k].needs_tokens for k in ("ms", "ma", "ms+id"))
+    with pytest.raises(ValueError, match="unknown item_repr 'nope'.*registered"):
+        build_item_repr("nope", 10, 4)
+    ids = _ids()
+    for name, cls in ITEM_REPRS.items():  # built by name, the class that was registered
+        rep = build_item_repr(name, 7, 6, token_ids=ids, n_centroids=5)
+        assert type(rep) is cls and rep(torch.tensor([1, 4])).shape == (2, 6)
+    with pytest.raises(ValueError, match="token ids cover 7 items, the dataset has 8"):
+        build_item_repr("ms", 8, 6, token_ids=ids, n_centroids=5)
+
+
+def test_a_custom_representation_is_one_class_and_one_line(monkeypatch):
+    """The README's example: registered in one line, then usable by name in a whole run."""
+    monkeypatch.setitem(ITEM_REPRS, "max", None)  # undone after the test: the registry is left as it was
+    # --- the README's example, as written there
+    import motor
+    from motor.item_repr import TokenRepresentation, register_item_repr
+
+    @register_item_repr("max")
+    class MaxOfTokens(TokenRepresentation):
+        """Element-wise maximum of an item's token embeddings (no cross network)."""
+
+        def represent(self, index=None):
+            return self.token_embeddings(index).amax(1)
+
+    res = motor.run(dataset="synthetic", backbone="bpr", item_repr="max", n_tokens=2, epochs=2, save=False,
+                    progress=False)
+    # ---
+    assert res.config["item_repr"] == "max" and res.test["recall@20"] > 0
+    rep = res.model.item_repr
+    assert type(rep) is MaxOfTokens
+    torch.testing.assert_close(rep(), rep.token_embeddings().max(1).values)
+    assert res.params["item"] == rep.tables.numel()  # token tables only: no per-item parameter
+    with pytest.raises(TypeError, match="ItemRepresentation subclasses"):
+        register_item_repr("bad")(object)
+
+
+# --- equal to the code before the registry (commit 12a8a28), for the same seed and weights -------------------------
+
+_BEFORE = "12a8a28ebbb5012af6eaa809e0d80f2df6aa4a47"  # last commit with the `cross` flag; its registry runs
+
+
+@pytest.fixture(scope="module")
+def old_token_representation():
+    """``TokenRepresentation`` of commit ``_BEFORE`` (with that commit's tcn.py), loaded from git history."""
+    import subprocess
+    import sys
+    import types
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+
+    def source(path: str) -> str:
+        try:
+            return subprocess.run(["git", "-C", str(root), "show", f"{_BEFORE}:{path}"], capture_output=True,
+                                  text=True, check=True, timeout=30).stdout
+        except (OSError, subprocess.SubprocessError):
+            pytest.skip(f"git history with commit {_BEFORE[:7]} is not available (not a full clone)")
+
+    modules = {}
+    for name, path in (("_old_tcn", "motor/tcn.py"), ("_old_item_repr", "motor/item_repr.py")):
+        mod = types.ModuleType(f"motor.{name}")
+        mod.__package__ = "motor"
+        sys.modules[mod.__name__] = mod  # for the relative import of the old tcn
+        code = source(path).replace("from .tcn import", "from ._old_tcn import")
+        exec(compile(code, f"{_BEFORE[:7]}:{path}", "exec"), mod.__dict__)
+        modules[name] = mod
+    yield modules["_old_item_repr"].TokenRepresentation
+    for name in modules:
+        sys.modules.pop(f"motor.{name}", None)
+
+
+_PATHS = {"all items": None, "few": torch.tensor([3, 0, 3, 17]),
+          "many distinct (embedding_bag)": torch.arange(0, 200, 3), "many with repeats (unique)": torch.arange(90) % 45,
+          "most items (all, then gather)": torch.arange(150)}
+
+
+@pytest.mark.parametrize("kind,tcn", [("ms", {}), ("ma", {}), ("mean", {}), ("linear", {}),
+                                      ("ms", {"hidden": (8,)}), ("ma", {"activation": "relu"})])
+def test_registered_kinds_equal_the_cross_flag_code_bit_for_bit(old_token_representation, kind, tcn):
+    ids = _ids(n=200, widths=(3, 4), k=16, seed=4)
+    torch.manual_seed(7)
+    old = old_token_representation(ids, 16, 8, cross=kind, **tcn)
+    torch.manual_seed(7)
+    new = build_item_repr(kind, 200, 8, token_ids=ids, n_centroids=16, **tcn)
+    # the same seed gives the same initial weights under the same names (checkpoints load in both)
+    assert old.state_dict().keys() == new.state_dict().keys()
+    for k, v in old.state_dict().items():
+        assert torch.equal(v, new.state_dict()[k]), k
+    for weights in ("initial", "trained-like"):
+        if weights != "initial":
+            _randomise(old)
+            new.load_state_dict(old.state_dict())
+        for path, index in _PATHS.items():
+            g = torch.randn(200 if index is None else len(index), 8, generator=torch.Generator().manual_seed(1))
+            outs, grads = [], []
+            for rep in (old, new):
+                rep.zero_grad()
+                out = rep() if index is None else rep(index)
+                (out * g).sum().backward()
+                outs.append(out)
+                grads.append({n: p.grad for n, p in rep.named_parameters()})
+            assert torch.equal(outs[0], outs[1]), (weights, path)
+            for n in grads[0]:
+                assert torch.equal(grads[0][n], grads[1][n]), (weights, path, n)
+
+
+# --- the hybrid "ms+id" -------------------------------------------------------------------------------------------
+
+def test_hybrid_is_ms_plus_an_id_row_and_starts_as_ms():
+    ids = _ids(n=30, k=5)
+    torch.manual_seed(2)
+    ms = build_item_repr("ms", 30, 6, token_ids=ids, n_centroids=5)
+    torch.manual_seed(2)
+    hybrid = build_item_repr("ms+id", 30, 6, token_ids=ids, n_centroids=5, id_reg=0.1, id_dropout=0.5)
+    assert hybrid.n_parameters() == ms.n_parameters() + 30 * 6
+    hybrid.eval()
+    assert torch.equal(hybrid(), ms())  # zero ID rows: the same model as "ms" at the start
+    with torch.no_grad():
+        hybrid.id_rows.normal_()
+    idx = torch.tensor([4, 1, 4])
+    torch.testing.assert_close(hybrid(idx), ms(idx) + hybrid.id_rows[idx])
+    torch.testing.assert_close(hybrid(), ms() + hybrid.id_rows)
+    with pytest.raises(ValueError, match="id_dropout"):
+        build_item_repr("ms+id", 30, 6, token_ids=ids, n_centroids=5, id_dropout=1.0)
+    with pytest.raises(ValueError, match="id_reg"):
+        build_item_repr("ms+id", 30, 6, token_ids=ids, n_centroids=5, id_reg=-1)
+
+
+@pytest.mark.parametrize("index", [None, torch.tensor([4, 1, 4, 9, 2, 7])])
+def test_hybrid_backward_l2_and_row_dropout(index):
+    """Training: kept rows are scaled by 1 / (1 - p), dropped rows give nothing to the output; every used row's
+    gradient is the loss's plus ``id_reg * row`` (dropped ones too), unused rows get no gradient."""
+    ids = _ids(n=30, k=5)
+    p, reg = 0.5, 0.1
+    torch.manual_seed(0)
+    rep = build_item_repr("ms+id", 30, 6, token_ids=ids, n_centroids=5, id_reg=reg, id_dropout=p).double()
+    with torch.no_grad():
+        rep.id_rows.normal_()
+    rep.train()
+    torch.manual_seed(5)
+    out = rep() if index is None else rep(index)
+    rows = torch.arange(30) if index is None else index
+    id_part = out.detach() - ModalSpecific.represent(rep, index).detach()  # the same path without ID rows
+    kept = (id_part - rep.id_rows.detach()[rows] / (1 - p)).abs().amax(1) < 1e-12
+    dropped = id_part.abs().amax(1) < 1e-12
+    assert (kept | dropped).all() and kept.any() and dropped.any()  # whole rows, both outcomes drawn
+    g = torch.randn_like(out)
+    (out * g).sum().backward()
+    want = torch.zeros_like(rep.id_rows)
+    want.index_add_(0, rows, g * kept[:, None] / (1 - p) + reg * rep.id_rows.detach()[rows])
+    torch.testing.assert_close(rep.id_rows.grad, want, atol=1e-12, rtol=0)
+    rep.eval()  # evaluation: no dropout, no penalty
+    assert torch.equal(rep(), ModalSpecific.represent(rep, None) + rep.id_rows)
+
+
+def test_hybrid_trains_in_a_run():
+    from motor.experiment import run
+
+    res = run(dataset="synthetic", backbone="lightgcn", item_repr="ms+id", n_tokens=2, epochs=3, save=False,
+                    progress=False, tcn={"id_reg": 1e-3, "id_dropout": 0.2})
+    rep = res.model.item_repr
+    assert res.history.loss.iloc[-1] < res.history.loss.iloc[0]
+    assert rep.id_rows.abs().sum() > 0  # the ID rows moved away from zero
+    assert res.params["item"] == rep.n_parameters() and res.run_id.split("-")[3] == "ms+id"

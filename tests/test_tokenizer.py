@@ -134,7 +134,9 @@ def test_subspace_seeds_remove_cross_position_repeats_at_equal_distortion():
 
 _POLICY_PROBE = r"""
 import os, resource, time
-import motor, faiss, numpy as np
+import numpy as np
+from motor.tokenizer import load_faiss
+faiss = load_faiss()  # faiss is loaded on first use, with its own OpenMP wait policy
 caller = os.environ.get("OMP_WAIT_POLICY")
 faiss.omp_set_num_threads(2)
 x = np.random.default_rng(0).normal(size=(20000, 32)).astype("float32")

@@ -1,4 +1,5 @@
-"""Backbones and their registry: ``build(name, dataset, item_repr, **hparams)``."""
+"""Backbones and their registry: ``build(name, dataset, item_repr, **hparams)``; the contract a backbone meets
+is in :mod:`motor.backbones.base`."""
 from __future__ import annotations
 
 from .base import Backbone
@@ -27,10 +28,16 @@ REGISTRY: dict[str, type[Backbone]] = {
 BASELINES = {"pop": Pop}
 
 
-def build(name: str, dataset, item_repr, **hparams) -> Backbone:
-    """Instantiate backbone ``name`` (case-insensitive) for ``dataset`` around ``item_repr``."""
+def backbone_class(name: str) -> type[Backbone]:
+    """The class of backbone (or baseline) ``name``, case-insensitive; a KeyError listing the names otherwise."""
     key = name.lower()
     cls = REGISTRY.get(key) or BASELINES.get(key)
     if cls is None:
         raise KeyError(f"unknown backbone {name!r}; available: {sorted(REGISTRY) + sorted(BASELINES)}")
-    return cls(dataset, item_repr, **hparams)
+    return cls
+
+
+def build(name: str, dataset, item_repr, **hparams) -> Backbone:
+    """Instantiate backbone ``name`` (case-insensitive) for ``dataset`` around ``item_repr``: ``cls(dataset,
+    item_repr, **hparams)`` (the contract is in :mod:`motor.backbones.base`)."""
+    return backbone_class(name)(dataset, item_repr, **hparams)

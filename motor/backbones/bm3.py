@@ -14,6 +14,9 @@ with cos-loss(a, b) = 1 - cos(a, b):
 Scores are p(h_u) . p(h_i). The item-ID embedding e_i is ``item_repr``.
 Defaults (MMRec ``BM3.yaml``, first grid values): dim 64, n_layers 1 (grid {1, 2}), dropout 0.5 (grid {0.3, 0.5}),
 reg_weight 0.1 (grid {0.1, 0.01}), cl_weight 2.0, ``use_neg_sampling: False``.
+Option, not in BM3 (default off): ``uniformity`` > 0 adds that weight times Wang & Isola's uniformity term
+(:func:`uniformity_loss`) on the batch's distinct users and items after the predictor, which keeps the vectors
+spread where the negative-free objective lets token-based items collapse (see below).
 Deviation: MMRec trains the raw feature matrices (``nn.Embedding.from_pretrained(freeze=False)``); they are frozen
 buffers here and only the projections W_m train (Adam + backward on the raw matrices is a large share of MMRec's
 epoch). Projections are computed once per distinct batch item (the same values and gradients as projecting every
@@ -21,24 +24,17 @@ item, as MMRec does).
 
 Known behaviour with MOTOR: BM3's objective has no negatives, so mapping every item and user to one direction is a
 minimum it must avoid by its training dynamics alone. With an ID table every item moves on its own; with token
-tables and a shared cross network one Adam step moves all items together, and the ID-free model collapses within a
-few epochs (scientific, ms: mean pairwise cosine of the item vectors 0.15 after epoch 1, 0.96 by epoch 11; best
-valid Recall@20 0.076 at epoch 3 vs 0.23 for IDs). Freezing the MLP bias, and BM3's other grid values (dropout 0.3,
-reg_weight 0.01, n_layers 2), collapse the same way (valid Recall@20 0.075-0.103). So do the token ablations
-without a cross network, and a 10x smaller learning rate (scientific, seed 0, test Recall@20: mean of token
-embeddings 0.137, linear map 0.063, ms with lr 1e-4 0.063): the collapse comes from items sharing token rows under
-a negative-free objective, not from the cross network or the step size. Nor is it this file's frozen features:
-training the raw feature matrices as MMRec does gives the same curve (scientific, ms, n_layers 2, dropout 0.3,
-lr 2e-3, valid Recall@20 over epochs 1-6: trained 0.090 0.105 0.098 0.090 0.090 0.089, frozen 0.090 0.106 0.100
-0.091 0.092 0.090; current dropout masks). Reported as measured (the figures before this last one were taken
-with the dropout masks before 2026-11-25; the registry's BM3 runs were re-made with the current ones).
+tables shared by many items one Adam step moves them together, and the ID-free model collapses (its item vectors
+converge to one direction within a few epochs; CHANGELOG.md has the diagnosis and what was tried).
 """
 import torch
 from torch import nn
 
-from .base import Backbone, dropout
-from .features import modality_features, project_rows
+from ..defaults import DIM
+from .base import MultimodalBackbone
+from .features import project_rows
 from .graph import layer_mean, normalized_adjacency
+from .losses import dropout
 
 
 class _CosLoss(torch.autograd.Function):
@@ -66,22 +62,35 @@ def cos_loss(online: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return _CosLoss.apply(online, target.detach())
 
 
-class BM3(Backbone):
-    needs_negatives = False
+def uniformity_loss(x: torch.Tensor, t: float = 2.0) -> torch.Tensor:
+    """Wang & Isola's uniformity, log mean_{i != j} exp(-t |z_i - z_j|^2) over the L2-normalised rows z of ``x``:
+    lowest when the rows spread over the sphere, 0 when they all point one way."""
+    z = torch.nn.functional.normalize(x, dim=1)
+    n = len(z)
+    if n < 2:
+        return x.new_zeros(())
+    sq = (2.0 - 2.0 * (z @ z.T)).clamp_min(0.0)  # squared distances of unit vectors
+    off = ~torch.eye(n, dtype=torch.bool, device=x.device)
+    return torch.logsumexp(-t * sq[off], dim=0) - torch.log(torch.tensor(float(n * (n - 1)), device=x.device))
 
-    def __init__(self, dataset, item_repr: nn.Module, dim: int = 64, n_layers: int = 1, dropout: float = 0.5,
-                 reg_weight: float = 0.1, cl_weight: float = 2.0, modalities=None):
-        super().__init__(dataset.n_users, dataset.n_items, item_repr, dim)
-        feats = modality_features(dataset, modalities)
-        self.modalities = list(feats)
+
+# Search space (``motor.tune``): MMRec ``BM3.yaml``, 2 x 2 x 2 = 8 points.
+SEARCH_SPACE = {"n_layers": [1, 2], "reg_weight": [0.1, 0.01], "dropout": [0.3, 0.5]}
+
+
+class BM3(MultimodalBackbone):
+    def __init__(self, dataset, item_repr: nn.Module, dim: int = DIM, n_layers: int = 1, dropout: float = 0.5,
+                 reg_weight: float = 0.1, cl_weight: float = 2.0, uniformity: float = 0.0):
+        super().__init__(dataset, item_repr, dim)
         self.n_layers, self.dropout, self.reg_weight, self.cl_weight = n_layers, dropout, reg_weight, cl_weight
-        self.user_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(self.n_users, dim)))
+        # not in BM3: weight of a uniformity term on the batch's distinct users and items in the scoring space, an
+        # option against the collapse of negative-free training with shared token tables (0 = BM3's objective)
+        self.uniformity = uniformity
         self.predictor = nn.Linear(dim, dim)
         nn.init.xavier_normal_(self.predictor.weight)
         self.projections = nn.ModuleDict()
-        for m, f in feats.items():
-            self.register_buffer(f"features_{m}", f, persistent=False)
-            self.projections[m] = nn.Linear(f.shape[1], dim)
+        for m in self.modalities:
+            self.projections[m] = nn.Linear(self.features(m).shape[1], dim)
             nn.init.xavier_normal_(self.projections[m].weight)
         self.register_buffer("adj", normalized_adjacency(dataset.train), persistent=False)
 
@@ -103,10 +112,15 @@ class BM3(Backbone):
         graph = cos_loss(self.predictor(u), i_target) + cos_loss(self.predictor(i), u_target)
         modal = 0.0
         for m in self.modalities:
-            h = project_rows(self.projections[m], getattr(self, f"features_{m}"), pos)
+            h = project_rows(self.projections[m], self.features(m), pos)
             with torch.no_grad():
                 h_target = dropout(h, self.dropout)
             h_online = self.predictor(h)
             modal = modal + cos_loss(h_online, i_target) + cos_loss(h_online, h_target)
         reg = (u_all.norm() + i_all.norm()) / self.n_items
-        return graph + self.reg_weight * reg + self.cl_weight * modal
+        loss = graph + self.reg_weight * reg + self.cl_weight * modal
+        if self.uniformity:
+            spread = (uniformity_loss(self.predictor(i_all.index_select(0, torch.unique(pos))))
+                      + uniformity_loss(self.predictor(u_all.index_select(0, torch.unique(users)))))
+            loss = loss + self.uniformity * spread
+        return loss

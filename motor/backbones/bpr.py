@@ -6,11 +6,16 @@ Defaults (MMRec): dim 64, reg_weight 1e-4.
 import torch
 from torch import nn
 
-from .base import Backbone, bpr_triplet_loss, l2_reg
+from ..defaults import DIM
+from .base import Backbone
+from .losses import bpr_triplet_loss, l2_reg
+
+# Search space (``motor.tune``): MMRec ``BPR.yaml``, 7 points.
+SEARCH_SPACE = {"reg_weight": [2.0, 1.0, 1e-1, 1e-2, 1e-3, 1e-4, 1e-5]}
 
 
 class BPR(Backbone):
-    def __init__(self, dataset, item_repr: nn.Module, dim: int = 64, reg_weight: float = 1e-4):
+    def __init__(self, dataset, item_repr: nn.Module, dim: int = DIM, reg_weight: float = 1e-4):
         super().__init__(dataset.n_users, dataset.n_items, item_repr, dim)
         self.user_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(dataset.n_users, dim)))
         self.reg_weight = reg_weight

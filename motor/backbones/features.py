@@ -4,23 +4,24 @@ import torch
 import torch.nn.functional as F
 
 
-def modality_features(dataset, modalities=None) -> dict[str, torch.Tensor]:
-    """{modality: float32 tensor (n_items, d_m)}, in sorted modality order."""
-    mods = modalities or dataset.modalities
-    if not mods:
+def modality_features(dataset) -> dict[str, torch.Tensor]:
+    """{modality: float32 tensor (n_items, d_m)} for every modality of ``dataset`` (a run's dataset holds only the
+    run's ``modalities``), in sorted modality order."""
+    if not dataset.modalities:
         raise ValueError(f"dataset {dataset.name!r} has no modality features; this backbone needs them")
-    return {m: torch.as_tensor(np.ascontiguousarray(dataset.features[m]), dtype=torch.float32) for m in mods}
+    return {m: torch.as_tensor(np.ascontiguousarray(dataset.features[m]), dtype=torch.float32)
+            for m in dataset.modalities}
 
 
-def stacked_features(dataset, modalities=None) -> torch.Tensor:
+def stacked_features(dataset) -> torch.Tensor:
     """Concatenation of all modality features, (n_items, sum d_m)."""
-    return torch.cat(list(modality_features(dataset, modalities).values()), dim=1)
+    return torch.cat(list(modality_features(dataset).values()), dim=1)
 
 
 class _FrozenLinear(torch.autograd.Function):
     """``x W^T + b`` for a constant ``x`` (frozen modality features): the weight gradient is computed as
-    ``(x^T g)^T``. Autograd's ``g^T x`` is the same product in the other orientation, and this BLAS runs it
-    15-28 % slower for d = 64 outputs (1,682 x 1,280: 5.0 vs 3.8 ms; 7,050 x 4,096: 92 vs 66 ms, 2 threads)."""
+    ``(x^T g)^T``. Autograd's ``g^T x`` is the same product in the other orientation, which the CPU BLAS runs
+    slower for d = 64 outputs."""
 
     @staticmethod
     def forward(ctx, x, weight, bias):
@@ -49,8 +50,8 @@ def project_rows(linear: torch.nn.Module, features: torch.Tensor, index: torch.T
     """``linear(features[index])`` computed once per distinct row: only the distinct rows of ``index``, or every
     row (one product, no gather) when the distinct rows are more than ``all_rows_above`` of the catalogue.
 
-    The product is compute-bound and the gather memory-bound: at Baby scale (7,050 items, 4,096-d images) a batch's
-    4,096 item indices hold about 3,000 distinct items, and projecting only those is about 2x cheaper."""
+    The product is compute-bound and the gather memory-bound: a batch's item indices repeat popular items, so
+    projecting only the distinct ones is cheaper than projecting one row per index."""
     distinct, inverse = torch.unique(index, return_inverse=True)
     if len(distinct) > all_rows_above * features.shape[0]:
         return project(linear, features).index_select(0, index)

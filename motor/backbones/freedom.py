@@ -25,9 +25,11 @@ each item itself (MMRec's top-k includes it with similarity 1); it comes from th
 import torch
 from torch import nn
 
-from .base import Backbone, bpr_triplet_loss, take
-from .features import modality_features, project_rows
+from ..defaults import DIM
+from .base import MultimodalBackbone
+from .features import project_rows
 from .graph import PrunedAdjacency, cached_knn_graph, layer_mean, propagate
+from .losses import bpr_triplet_loss, take
 
 
 def modality_weights(modalities: list[str], image_weight: float) -> dict[str, float]:
@@ -37,22 +39,21 @@ def modality_weights(modalities: list[str], image_weight: float) -> dict[str, fl
     return {m: 1.0 / len(modalities) for m in modalities}
 
 
-class FREEDOM(Backbone):
-    def __init__(self, dataset, item_repr: nn.Module, dim: int = 64, knn_k: int = 10, mm_image_weight: float = 0.1,
-                 n_mm_layers: int = 1, n_ui_layers: int = 2, dropout: float = 0.8, reg_weight: float = 1e-4,
-                 modalities=None):
-        super().__init__(dataset.n_users, dataset.n_items, item_repr, dim)
-        feats = modality_features(dataset, modalities)
-        self.modalities = list(feats)
+# Search space (``motor.tune``): MMRec ``FREEDOM.yaml``, 2 x 4 = 8 points.
+SEARCH_SPACE = {"dropout": [0.8, 0.9], "reg_weight": [0.0, 1e-5, 1e-4, 1e-3]}
+
+
+class FREEDOM(MultimodalBackbone):
+    def __init__(self, dataset, item_repr: nn.Module, dim: int = DIM, knn_k: int = 10, mm_image_weight: float = 0.1,
+                 n_mm_layers: int = 1, n_ui_layers: int = 2, dropout: float = 0.8, reg_weight: float = 1e-4):
+        super().__init__(dataset, item_repr, dim)
         self.n_mm_layers, self.n_ui_layers = n_mm_layers, n_ui_layers
         self.dropout, self.reg_weight = dropout, reg_weight
-        self.user_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(self.n_users, dim)))
         self.projections = nn.ModuleDict()
-        for m, f in feats.items():
-            self.register_buffer(f"features_{m}", f, persistent=False)
-            self.projections[m] = nn.Linear(f.shape[1], dim)
+        for m in self.modalities:
+            self.projections[m] = nn.Linear(self.features(m).shape[1], dim)
         weights = modality_weights(self.modalities, mm_image_weight)
-        graphs = [weights[m] * cached_knn_graph(f, knn_k) for m, f in feats.items()]
+        graphs = [weights[m] * cached_knn_graph(self.features(m), knn_k) for m in self.modalities]
         item_graph = graphs[0]
         for g in graphs[1:]:
             item_graph = item_graph + g
@@ -79,7 +80,7 @@ class FREEDOM(Backbone):
         base = bpr_triplet_loss(u, ip, ineg)
         modal = 0.0
         for m in self.modalities:
-            proj = project_rows(self.projections[m], getattr(self, f"features_{m}"), torch.cat([pos, neg]))
+            proj = project_rows(self.projections[m], self.features(m), torch.cat([pos, neg]))
             p, n = proj[: len(pos)], proj[len(pos):]
             modal = modal + bpr_triplet_loss(u, p, n)
         return base + self.reg_weight * modal

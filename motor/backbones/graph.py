@@ -14,7 +14,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from ..cache import cache_dir, content_key, load_npz, save_npz
+from ..cache import array_problem, cache_dir, content_key, load_npz, save_npz
 from ..sparse import csr_mm, csr_pair, spmm
 
 
@@ -192,9 +192,11 @@ def cached_knn_graph(features: np.ndarray | torch.Tensor, k: int = 10, normalize
                                         dtype=np.float32))
     key = content_key("knn-graph", 1, {"k": int(k), "normalize": normalize}, x)
     path = cache_dir() / "knn" / f"{key}.npz"
-    hit = load_npz(path)
-    if hit is not None and {"indices", "values"} <= set(hit):
-        n = x.shape[0]
+    n = x.shape[0]
+    nnz = n * min(k, n - 1)  # every item keeps exactly k neighbours
+    hit = load_npz(path, check=lambda a: array_problem(a, "indices", (2, nnz), "i", 0, n)
+                   or array_problem(a, "values", (nnz,), "f", 0.0, 1.0 + 1e-6))
+    if hit is not None:  # checksum, shapes and index ranges checked: safe without sparse invariant checks
         return torch.sparse_coo_tensor(torch.from_numpy(hit["indices"]), torch.from_numpy(hit["values"]), (n, n),
                                        check_invariants=False).coalesce()
     graph = knn_graph(x, k=k, chunk=chunk, normalize=normalize)

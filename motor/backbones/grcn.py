@@ -9,7 +9,8 @@ ACM MM 2020.
    content representation [p_u + sum_i alpha_{i->u} f_i ; f_i + sum_u alpha_{u->i} p_u].
 2. Edge weights: w_{j->k} = relu(max_m alpha^m_{j->k} c^m_j), c_j a per-node modality confidence; the relu prunes
    edges the modalities score as false positives (MMRec's ``weight_mode='confid'``, ``pruning=True``).
-3. Propagation: x = normalize([users; items]); two weighted sum layers, id_rep = x + A_w x + A_w^2 x.
+3. Propagation: x = normalize([users; items]); ``n_conv_layers`` L weighted sum layers (default 2, as MMRec's
+   GRCN), id_rep = x + A_w x + ... + A_w^L x.
 4. Representation = concat(id_rep, content_rep of every modality); BPR + L2 on the batch's ego rows and user
    preference prototypes.
 
@@ -26,7 +27,6 @@ products and CSR sparse-dense products over the fixed interaction pattern, with 
 """
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,11 +34,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..sparse import csr_mm
-from .base import Backbone, bpr_triplet_loss, normalize_rows, take
-from .features import modality_features, project
-
-warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta", category=UserWarning)
+from ..defaults import DIM
+from ..sparse import csr_mm, quiet_csr
+from .base import MultimodalBackbone
+from .features import project
+from .losses import bpr_triplet_loss, normalize_rows, take
 
 
 @dataclass
@@ -55,13 +55,15 @@ class EdgePattern:
 
     def by_user(self, values: torch.Tensor) -> torch.Tensor:
         """(n_users, n_items) CSR with ``values`` (E,) in edge order."""
-        return torch.sparse_csr_tensor(self.user_crow, self.items, values, (self.n_users, self.n_items),
-                                       check_invariants=False)
+        with quiet_csr():
+            return torch.sparse_csr_tensor(self.user_crow, self.items, values, (self.n_users, self.n_items),
+                                           check_invariants=False)
 
     def by_item(self, values: torch.Tensor) -> torch.Tensor:
         """(n_items, n_users) CSR (the transpose) with ``values`` (E,) in edge order."""
-        return torch.sparse_csr_tensor(self.item_crow, self.users_by_item, values.index_select(0, self.perm),
-                                       (self.n_items, self.n_users), check_invariants=False)
+        with quiet_csr():
+            return torch.sparse_csr_tensor(self.item_crow, self.users_by_item, values.index_select(0, self.perm),
+                                           (self.n_items, self.n_users), check_invariants=False)
 
     def sddmm(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """<a[user_e], b[item_e]> for every edge, (E,), without gathering rows."""
@@ -126,19 +128,20 @@ def segment_softmax(scores: torch.Tensor, index: torch.Tensor, n: int) -> torch.
     return e / total.index_select(0, index)  # index_select: its backward is an index_add, not a sorted index_put
 
 
-class GRCN(Backbone):
-    def __init__(self, dataset, item_repr: nn.Module, dim: int = 64, content_dim: int = 64, n_routing: int = 3,
-                 reg_weight: float = 1e-3, modalities=None):
-        super().__init__(dataset.n_users, dataset.n_items, item_repr, dim)
-        feats = modality_features(dataset, modalities)
-        self.modalities = list(feats)
-        self.n_routing, self.reg_weight = n_routing, reg_weight
-        self.user_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(self.n_users, dim)))
+# Search space (``motor.tune``): MMRec ``GRCN.yaml``, 5 x 5 = 25 points; MMRec's ``learning_rate`` is the run's
+# ``lr`` (a RunConfig field, not a constructor argument).
+SEARCH_SPACE = {"reg_weight": [1e-1, 1e-2, 1e-3, 1e-4, 1e-5], "lr": [1.0, 1e-1, 1e-2, 1e-3, 1e-4]}
+
+
+class GRCN(MultimodalBackbone):
+    def __init__(self, dataset, item_repr: nn.Module, dim: int = DIM, content_dim: int = 64, n_routing: int = 3,
+                 reg_weight: float = 1e-3, n_conv_layers: int = 2):
+        super().__init__(dataset, item_repr, dim)
+        self.n_routing, self.reg_weight, self.n_conv_layers = n_routing, reg_weight, n_conv_layers
         self.encoders = nn.ModuleDict()
         self.preferences = nn.ParameterDict()
-        for m, f in feats.items():
-            self.register_buffer(f"features_{m}", f, persistent=False)
-            self.encoders[m] = nn.Linear(f.shape[1], content_dim)
+        for m in self.modalities:
+            self.encoders[m] = nn.Linear(self.features(m).shape[1], content_dim)
             nn.init.xavier_normal_(self.encoders[m].weight)
             self.preferences[m] = nn.Parameter(nn.init.xavier_normal_(torch.empty(self.n_users, content_dim)))
         n_mod = len(self.modalities)
@@ -164,7 +167,7 @@ class GRCN(Backbone):
         """Content representation of modality m, (n_users + n_items, content_dim), and its edge attention
         (alpha_{u->i}, alpha_{i->u}), each (E,) in edge order."""
         u, i = self.edge_users, self.edge_items
-        f = normalize_rows(F.leaky_relu(project(self.encoders[m], getattr(self, f"features_{m}"))))
+        f = normalize_rows(F.leaky_relu(project(self.encoders[m], self.features(m))))
         p = normalize_rows(self.preferences[m])
         for _ in range(self.n_routing):  # routing: user prototypes move towards the items they attend to
             a = segment_softmax(EdgeScores.apply(p, f, g), u, self.n_users)
@@ -188,7 +191,7 @@ class GRCN(Backbone):
         ego = torch.cat([self.user_emb, items])
         x = normalize_rows(ego)
         out, h = x, x
-        for _ in range(2):
+        for _ in range(self.n_conv_layers):
             hu, hi = h[: self.n_users], h[self.n_users:]
             h = torch.cat([ToUsers.apply(w_to_user, hi, g), ToItems.apply(w_to_item, hu, g)])
             out = out + h

@@ -8,8 +8,10 @@ Defaults (MMRec): dim 64, n_layers 4, dropout 0.1, reg_weight 1e-4 (MMRec grid 1
 import torch
 from torch import nn
 
-from .base import Backbone, joint_bpr_loss, joint_rows
+from ..defaults import DIM
+from .base import Backbone
 from .graph import PrunedAdjacency, spmm
+from .losses import joint_bpr_loss, joint_rows
 
 _EPS = 1e-8  # F.cosine_similarity's default: each norm is clamped at eps
 
@@ -48,8 +50,12 @@ def refine(h: torch.Tensor, ego: torch.Tensor, ego_norm: torch.Tensor | None = N
     return _Refine.apply(h, ego, ego_norm)
 
 
+# Search space (``motor.tune``): MMRec ``LayerGCN.yaml``, 1 x 3 x 4 = 12 points.
+SEARCH_SPACE = {"n_layers": [4], "dropout": [0.0, 0.1, 0.2], "reg_weight": [1e-2, 1e-3, 1e-4, 1e-5]}
+
+
 class LayerGCN(Backbone):
-    def __init__(self, dataset, item_repr: nn.Module, dim: int = 64, n_layers: int = 4, dropout: float = 0.1,
+    def __init__(self, dataset, item_repr: nn.Module, dim: int = DIM, n_layers: int = 4, dropout: float = 0.1,
                  reg_weight: float = 1e-4):
         super().__init__(dataset.n_users, dataset.n_items, item_repr, dim)
         self.user_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(dataset.n_users, dim)))

@@ -7,12 +7,17 @@ Defaults (MMRec): dim 64, n_layers 2, reg_weight 1e-4.
 import torch
 from torch import nn
 
-from .base import Backbone, joint_bpr_loss, joint_rows
+from ..defaults import DIM
+from .base import Backbone
 from .graph import layer_mean, layer_mean_rows, normalized_adjacency
+from .losses import joint_bpr_loss, joint_rows
+
+# Search space (``motor.tune``): MMRec ``LightGCN.yaml``, 4 x 5 = 20 points.
+SEARCH_SPACE = {"n_layers": [1, 2, 3, 4], "reg_weight": [1e-2, 1e-3, 1e-4, 1e-5, 1e-6]}
 
 
 class LightGCN(Backbone):
-    def __init__(self, dataset, item_repr: nn.Module, dim: int = 64, n_layers: int = 2, reg_weight: float = 1e-4):
+    def __init__(self, dataset, item_repr: nn.Module, dim: int = DIM, n_layers: int = 2, reg_weight: float = 1e-4):
         super().__init__(dataset.n_users, dataset.n_items, item_repr, dim)
         self.user_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(dataset.n_users, dim)))
         self.n_layers, self.reg_weight = n_layers, reg_weight

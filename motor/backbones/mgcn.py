@@ -14,8 +14,8 @@
 
 The item-ID embedding e_i is ``item_repr``.
 Defaults (MMRec ``MGCN.yaml``): dim 64, n_ui_layers 2, n_layers (item-item) 1, knn_k 10, reg_weight 1e-4,
-cl_loss grid {0.001, 0.01, 0.1} -> 0.01, InfoNCE temperature 0.2 (and lr 1e-3 with a step scheduler (0.96, 50),
-a trainer setting not reproduced here).
+cl_loss grid {0.001, 0.01, 0.1} -> 0.01, InfoNCE temperature 0.2, lr 1e-3 with MMRec's learning_rate_scheduler
+(0.96, 50): lr x 0.96 ** (epoch / 50) (declared in ``trainer_defaults``, which the trainer applies).
 Deviations: features are frozen buffers (MMRec trains the raw matrices, ``freeze=False``), only the projections
 train; the kNN graph excludes each item itself (MMRec's top-k includes the item with similarity 1) and its edges
 come from the shared, disk-cached ``graph.cached_knn_graph``.
@@ -24,9 +24,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import Backbone, bpr_triplet_loss, info_nce, normalize_rows, take
-from .features import modality_features, project
+from ..defaults import DIM
+from .base import MultimodalBackbone
+from .features import project
 from .graph import bipartite_edges, cached_knn_graph, layer_mean, normalized_adjacency, propagate, spmm
+from .losses import bpr_triplet_loss, info_nce, normalize_rows, take
 
 
 def weighted_knn_graph(features: torch.Tensor, k: int) -> torch.Tensor:
@@ -58,21 +60,23 @@ def _gate(dim: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(dim, dim), nn.Sigmoid())
 
 
-class MGCN(Backbone):
-    def __init__(self, dataset, item_repr: nn.Module, dim: int = 64, n_ui_layers: int = 2, n_layers: int = 1,
-                 knn_k: int = 10, reg_weight: float = 1e-4, cl_loss: float = 0.01, tau: float = 0.2,
-                 modalities=None):
-        super().__init__(dataset.n_users, dataset.n_items, item_repr, dim)
-        feats = modality_features(dataset, modalities)
-        self.modalities = list(feats)
+# Search space (``motor.tune``): MMRec ``MGCN.yaml``, 3 points.
+SEARCH_SPACE = {"cl_loss": [0.001, 0.01, 0.1]}
+
+
+class MGCN(MultimodalBackbone):
+    trainer_defaults = {"lr_schedule": (0.96, 50)}  # MMRec MGCN.yaml: learning_rate_scheduler [0.96, 50]
+
+    def __init__(self, dataset, item_repr: nn.Module, dim: int = DIM, n_ui_layers: int = 2, n_layers: int = 1,
+                 knn_k: int = 10, reg_weight: float = 1e-4, cl_loss: float = 0.01, tau: float = 0.2):
+        super().__init__(dataset, item_repr, dim)
         self.n_ui_layers, self.n_layers = n_ui_layers, n_layers
         self.reg_weight, self.cl_loss, self.tau = reg_weight, cl_loss, tau
-        self.user_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(self.n_users, dim)))
         self.projections = nn.ModuleDict()
         self.purifier_gates = nn.ModuleDict()
         self.preference_gates = nn.ModuleDict()
-        for m, f in feats.items():
-            self.register_buffer(f"features_{m}", f, persistent=False)
+        for m in self.modalities:
+            f = self.features(m)
             self.register_buffer(f"item_graph_{m}", weighted_knn_graph(f, knn_k), persistent=False)
             self.projections[m] = nn.Linear(f.shape[1], dim)
             self.purifier_gates[m] = _gate(dim)
@@ -90,7 +94,7 @@ class MGCN(Backbone):
         # item-item views of the purified modality features
         views = []
         for m in self.modalities:
-            h = items * self.purifier_gates[m](project(self.projections[m], getattr(self, f"features_{m}")))
+            h = items * self.purifier_gates[m](project(self.projections[m], self.features(m)))
             h = propagate(getattr(self, f"item_graph_{m}"), h, self.n_layers)[-1]
             views.append(torch.cat([spmm(self.user_item, h), h]))
         # behaviour-aware fuser

@@ -15,7 +15,7 @@ Main task: in-batch softmax (InfoNCE) between normalised user and positive-item 
 
 The ID branch's item embedding is ``item_repr``.
 Defaults (MMRec ``SLMRec.yaml``): recdim 64, layer_num 3, ssl_task FAC, temp 0.2, dropout_rate 0.3, fusion concat,
-adjacency D^-1/2 A D^-1/2 ("pre"), Adam weight_decay 1e-4 (a trainer setting here: ``train(..., weight_decay=1e-4)``),
+adjacency D^-1/2 A D^-1/2 ("pre"), Adam weight_decay 1e-4 (declared in ``trainer_defaults``, which the trainer applies),
 ssl_alpha grid {0.01, 0.05, 0.1, 0.5, 1.0} and ssl_temp grid {0.1, 0.2, 0.5, 1.0} (we default to 0.1 / 0.2).
 Deviation: modalities are taken in the dataset's (sorted) order, so with image + text the FAC hierarchy is
 image (fine) then text (coarse), as in MMRec; MMRec's unused audio stage (a linear map composed with the next
@@ -25,9 +25,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import Backbone, info_nce, normalize_rows
-from .features import modality_features, project
+from ..defaults import DIM
+from .base import MultimodalBackbone
+from .features import project
 from .graph import layer_mean, normalized_adjacency, propagate
+from .losses import info_nce, normalize_rows
 
 SSL_TASKS = ("FAC", "FD", "FM")
 
@@ -38,24 +40,27 @@ def _linear(n_in: int, n_out: int) -> nn.Linear:
     return lin
 
 
-class SLMRec(Backbone):
-    needs_negatives = False  # in-batch softmax: the other positives of the batch are the negatives
+# Search space (``motor.tune``): MMRec ``SLMRec.yaml`` has 4 x 4 x 5 x 4 = 320 points over learning_rate, ssl_temp,
+# ssl_alpha and ``reg``; its SLMRec model never reads ``reg`` (its L2 comes from Adam's weight_decay 1e-4), so the
+# 4 values of ``reg`` repeat identical trainings and have no motor equivalent: 4 x 4 x 5 = 80 points here.
+# ``learning_rate`` is the run's ``lr`` (a RunConfig field).
+SEARCH_SPACE = {"lr": [1e-4, 1e-3, 1e-2, 1e-1], "ssl_temp": [0.1, 0.2, 0.5, 1.0],
+                "ssl_alpha": [0.01, 0.05, 0.1, 0.5, 1.0]}
 
-    def __init__(self, dataset, item_repr: nn.Module, dim: int = 64, n_layers: int = 3, temp: float = 0.2,
-                 ssl_task: str = "FAC", ssl_alpha: float = 0.1, ssl_temp: float = 0.2, dropout_rate: float = 0.3,
-                 modalities=None):
-        super().__init__(dataset.n_users, dataset.n_items, item_repr, dim)
+
+class SLMRec(MultimodalBackbone):
+    trainer_defaults = {"weight_decay": 1e-4}  # MMRec SLMRec.yaml: Adam weight_decay 1e-4
+
+    def __init__(self, dataset, item_repr: nn.Module, dim: int = DIM, n_layers: int = 3, temp: float = 0.2,
+                 ssl_task: str = "FAC", ssl_alpha: float = 0.1, ssl_temp: float = 0.2, dropout_rate: float = 0.3):
         if ssl_task not in SSL_TASKS:
             raise ValueError(f"unknown ssl_task {ssl_task!r}; use one of {SSL_TASKS}")
-        feats = modality_features(dataset, modalities)
-        self.modalities = list(feats)
+        super().__init__(dataset, item_repr, dim, transform=lambda f: F.normalize(f, dim=1))
         self.n_layers, self.temp, self.ssl_task = n_layers, temp, ssl_task
         self.ssl_alpha, self.ssl_temp, self.dropout_rate = ssl_alpha, ssl_temp, dropout_rate
-        self.user_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(self.n_users, dim)))
         self.dense = nn.ModuleDict()
-        for m, f in feats.items():
-            self.register_buffer(f"features_{m}", F.normalize(f, dim=1), persistent=False)
-            self.dense[m] = _linear(f.shape[1], dim)
+        for m in self.modalities:
+            self.dense[m] = _linear(self.features(m).shape[1], dim)
         n_branches = len(self.modalities) + 1
         self.user_fusion = _linear(n_branches * dim, dim)
         self.item_fusion = _linear(n_branches * dim, dim)
@@ -69,7 +74,7 @@ class SLMRec(Backbone):
     # --- LightGCN branches -------------------------------------------------------------------------------------
     def branch_items(self) -> list[torch.Tensor]:
         """Item inputs of the branches: [item representation, W_m x for each modality m]."""
-        return [self.item_repr()] + [project(self.dense[m], getattr(self, f"features_{m}")) for m in self.modalities]
+        return [self.item_repr()] + [project(self.dense[m], self.features(m)) for m in self.modalities]
 
     def branch(self, items: torch.Tensor, dropout: float = 0.0) -> torch.Tensor:
         """LightGCN over [users; items]: mean of layers 0..L (dropout after each layer for FD views)."""
