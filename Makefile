@@ -60,6 +60,6 @@ reports: $(STAMP)
 	@for d in $(REPORT_DATASETS); do mkdir -p reports/$$d; for nb in $(NOTEBOOKS); do \
 		out=reports/$$d/$$(basename $$nb); \
 		$(TRAIN_ENV) $(VENV)/bin/papermill -k python3 --cwd notebooks $$nb $$out -p dataset $$d -p fast False || exit 1; \
-		$(VENV)/bin/jupyter nbconvert --to html $$out --output-dir reports/$$d >/dev/null || exit 1; \
+		$(PY) -m motor.report html $$out --assets reports/assets >/dev/null || exit 1; \
 	done; done
 	$(PY) reports/update_readme.py

@@ -10,9 +10,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # two OpenMP runtimes (faiss, torch) share the cores
-from common import header  # noqa: E402
-
 import numpy as np  # noqa: E402
+from common import header  # noqa: E402
 
 import motor  # noqa: E402
 from motor.tokenizer import PQTokenizer  # noqa: E402
@@ -49,7 +48,7 @@ def main():
         print(f"{name}: both modalities tokenized in {total:.2f} s (bar: < 5 s)")
     x = np.random.default_rng(0).normal(size=(30_000, 4096)).astype(np.float32)
     for d_tokens in (2, 16):
-        t = row(f"random (30000, 4096)", x, d_tokens, defaults=not skip_big_defaults)
+        t = row("random (30000, 4096)", x, d_tokens, defaults=not skip_big_defaults)
         print(f"30k x 4096, D={d_tokens}: {t:.1f} s (bar: < 60 s)")
 
 

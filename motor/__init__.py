@@ -14,6 +14,7 @@ import importlib
 from .data import DataError, Dataset, available, data_root, kcore, load, resplit
 from .recommend import new_item_vectors, recommend, score_new_items
 from .synthetic import synthetic
+from .tune import tune, tune_seeds  # Ray is imported only when a search runs
 
 __version__ = "0.1.0"
 
@@ -28,7 +29,7 @@ _SUBMODULES = {"analysis", "backbones", "cache", "cli", "evaluate", "experiment"
                "plots", "runs", "sparse", "tcn", "tokenizer", "train", "widgets"}
 
 __all__ = ["DataError", "Dataset", "available", "data_root", "kcore", "load", "new_item_vectors", "recommend",
-           "resplit", "score_new_items", "synthetic", *sorted(_LAZY)]
+           "resplit", "score_new_items", "synthetic", "tune", "tune_seeds", *sorted(_LAZY)]
 
 
 def __getattr__(name: str):

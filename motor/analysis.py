@@ -67,7 +67,7 @@ def significance_table(df: pd.DataFrame, metric: str = "recall@20", baseline: st
     ids = df.drop_duplicates("run_id")[["run_id", "dataset", "split", "backbone", "item_repr", "modalities",
                                         "n_tokens", "seed"]]
     rows = []
-    for (ds, split, bb, seed), g in ids.groupby(["dataset", "split", "backbone", "seed"]):
+    for (ds, _split, bb, seed), g in ids.groupby(["dataset", "split", "backbone", "seed"]):
         base = g[g.item_repr == baseline]
         if base.empty:
             continue
@@ -172,7 +172,8 @@ def sparsity_sweep(dataset: str, backbones=("lightgcn", "bpr", "vbpr", "freedom"
                 test = paired_test(res[0].run_id, res[1].run_id, metric)
                 rows.append({**data, "backbone": bb, "seed": seed, baseline: test["mean_a"],
                              item_repr: test["mean_b"], "mean_diff": test["mean_diff"],
-                             "improvement_%": _improvement(test["mean_b"], test["mean_a"]), "t_pvalue": test["t_pvalue"],
+                             "improvement_%": _improvement(test["mean_b"], test["mean_a"]),
+                             "t_pvalue": test["t_pvalue"],
                              "wilcoxon_pvalue": test["wilcoxon_pvalue"], "n_users": test["n_users"],
                              "run_baseline": res[0].run_id, "run_repr": res[1].run_id})
     return pd.DataFrame(rows)
@@ -494,3 +495,60 @@ def tuned_report(df: pd.DataFrame, selected: pd.DataFrame, k: int = 20, baseline
         "hyper-parameters": rec.hyper_parameters.fillna("(none finished)").replace("", "(defaults)"),
     })
     return out.set_index(["dataset", "backbone", "item_repr"])
+
+
+# ----------------------------------------------------------------------------------------------- learning curves
+
+
+def learning_curves(results, metric: str = "recall@20") -> pd.DataFrame:
+    """Per-epoch curves of several runs in one long table, to compare how item representations train.
+
+    ``results``: RunResults or run ids of the registry, or a {label: result or run id} dict. One row per (run,
+    epoch): run_id, label (default: the item representation), backbone, item_repr, seed, epoch, ``loss`` (mean
+    training loss of the epoch), ``valid`` (valid ``metric``), ``train`` (train ``metric`` where the history has it,
+    from :func:`train_recall_callback`, else NaN), ``best`` (True on the epoch whose weights were kept), and the
+    relative forms ``loss_rel`` = loss / first epoch's loss and ``valid_rel`` = valid / best valid, so runs whose
+    losses differ in scale share an axis."""
+    from .experiment import from_registry
+
+    items = list(results.items()) if isinstance(results, dict) else [(None, r) for r in results]
+    frames = []
+    for label, res in items:
+        res = from_registry(res) if isinstance(res, str) else res
+        h, cfg = res.history, res.config
+        if h is None or len(h) == 0:
+            continue
+        valid = h[f"valid_{metric}"] if f"valid_{metric}" in h else pd.Series(np.nan, index=h.index)
+        train = h[f"train_{metric}"] if f"train_{metric}" in h else pd.Series(np.nan, index=h.index)
+        best_valid = valid.max()
+        frames.append(pd.DataFrame({
+            "run_id": res.run_id, "label": label or cfg.get("item_repr", res.run_id), "backbone": cfg.get("backbone"),
+            "item_repr": cfg.get("item_repr"), "seed": cfg.get("seed"), "epoch": h["epoch"].to_numpy(),
+            "loss": h["loss"].to_numpy(), "valid": valid.to_numpy(), "train": train.to_numpy(),
+            "best": (h["epoch"] == res.best_epoch).to_numpy(),
+            "loss_rel": (h["loss"] / h["loss"].iloc[0]).to_numpy(),
+            "valid_rel": (valid / best_valid).to_numpy() if best_valid > 0 else np.nan}))
+    columns = ["run_id", "label", "backbone", "item_repr", "seed", "epoch", "loss", "valid", "train", "best",
+               "loss_rel", "valid_rel"]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+
+
+def curve_summary(curves: pd.DataFrame) -> pd.DataFrame:
+    """One row per run of :func:`learning_curves`: best epoch, epochs run, best and last valid, and what happened
+    after the best epoch until the run stopped: ``valid_after_best_%`` (last valid vs best, %), ``loss_after_best_%``
+    (last training loss vs the loss at the best epoch, %) and ``train_after_best`` (last train metric minus its
+    value at the best epoch, when recorded). Valid falling while the loss keeps falling is over-fitting; valid flat
+    within noise while the loss falls is a plateau; a best epoch near the last one is a run stopped too early."""
+    rows = []
+    for (rid, label), g in curves.groupby(["run_id", "label"], sort=False):
+        g = g.sort_values("epoch")
+        best = g[g.best].iloc[0] if g.best.any() else g.loc[g.valid.idxmax()]
+        last = g.iloc[-1]
+        rows.append({"run_id": rid, "label": label, "item_repr": best["item_repr"], "seed": best["seed"],
+                     "best_epoch": int(best["epoch"]), "epochs_run": int(last["epoch"]) + 1,
+                     "best_valid": best["valid"], "last_valid": last["valid"],
+                     "valid_after_best_%": 100 * (last["valid"] / best["valid"] - 1) if best["valid"] else np.nan,
+                     "loss_at_best": best["loss"], "last_loss": last["loss"],
+                     "loss_after_best_%": 100 * (last["loss"] / best["loss"] - 1) if best["loss"] else np.nan,
+                     "train_after_best": last["train"] - best["train"]})
+    return pd.DataFrame(rows)

@@ -132,10 +132,15 @@ class Dataset:
 
 
 def _resolve_folder(name_or_path: str | os.PathLike) -> Path:
+    """A plain name (no path separator) is a folder under the data root first, else a folder path; anything else
+    is a folder path (so ``load("scientific")`` never picks up a ``scientific/`` in the working directory)."""
     p = Path(name_or_path).expanduser()
+    candidate = data_root() / str(name_or_path)
+    plain = isinstance(name_or_path, str) and os.sep not in name_or_path and name_or_path not in (".", "..")
+    if plain and candidate.is_dir():
+        return candidate
     if p.is_dir():
         return p.resolve()
-    candidate = data_root() / str(name_or_path)
     if candidate.is_dir():
         return candidate
     found = ", ".join(available()) or "none"
@@ -468,6 +473,12 @@ def load(name_or_path: str | os.PathLike) -> Dataset:
     feature_rows = _feature_rows(sorted(folder.glob("*_feat.npy")))
     _check_dense(inter_path, df, "user", "userID", len(df))
     _check_dense(inter_path, df, "item", "itemID", max(len(df), feature_rows or 0))
+    for col, name, n in (("user", "user", n_users), ("item", "item", n_items if feature_rows is None else 0)):
+        unused = n - len(np.unique(df[col].to_numpy())) if n else 0
+        if unused:  # ids with gaps: empty users / items without features or interactions, a table row each
+            warnings.warn(f"{inter_path}: {unused:,} of the {name} ids 0..{n - 1} have no interaction (the ids are "
+                          f"not dense); they are kept as {name}s without data. Fix: map the ids to 0, 1, 2, ...",
+                          stacklevel=2)
     if feature_rows is not None and feature_rows > n_items:  # items without any interaction: catalogue items
         warnings.warn(f"{folder}: the feature files have {feature_rows:,} rows but {inter_path.name} uses items "
                       f"0..{n_items - 1} only: the other {feature_rows - n_items:,} items have no interaction and "
@@ -590,6 +601,8 @@ def kcore(ds: Dataset, k: int) -> Dataset:
     """Keep the largest sub-dataset where every user and item has >= k interactions (all splits); re-indexes
     users and items to 0-based ids and subsets features and text accordingly. Rows the split left out
     (``ds.dropped_rows``: users without a train row) are not counted and not carried over."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"kcore: k must be an integer >= 1, got {k!r}")
     allm = ds.all_interactions()
     users = np.ones(ds.n_users, dtype=bool)
     items = np.ones(ds.n_items, dtype=bool)
@@ -602,6 +615,9 @@ def kcore(ds: Dataset, k: int) -> Dataset:
             break
         users[np.flatnonzero(users)[bad_u]] = False
         items[np.flatnonzero(items)[bad_i]] = False
+        if not users.any() or not items.any():
+            raise DataError(f"kcore({ds.name}, k={k}): no user and item have {k} or more interactions each, so "
+                            "nothing is left. Fix: a smaller k.")
     umap = np.full(ds.n_users, -1)
     umap[users] = np.arange(users.sum())
     imap = np.full(ds.n_items, -1)

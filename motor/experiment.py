@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
 import re
 import sys
 import time
@@ -27,7 +28,7 @@ from .defaults import BATCH_SIZE, DIM, EPOCHS, LR, N_CENTROIDS, N_TOKENS, PATIEN
 from .evaluate import DEFAULT_BUCKETS, evaluate, evaluate_cold_candidates
 from .item_repr import build_item_repr, item_repr_class
 from .synthetic import synthetic
-from .tokenizer import PQTokenizer, n_centroids_of, tokenize
+from .tokenizer import PQTokenizer, check_params, n_centroids_of, tokenize
 from .train import TrainConfig, train, trainer_settings
 
 
@@ -131,6 +132,11 @@ class RunConfig:
                                           if f.name not in ("n_tokens", "n_centroids", "rotation", "centroids")]
                       + ["disambiguate"])  # tokenize()'s own option
         try:
+            check_params(PQTokenizer(n_tokens=self.n_tokens, n_centroids=self.n_centroids,
+                                     **{k: v for k, v in self.tokenizer.items() if k != "disambiguate"}))
+        except ValueError as exc:
+            raise ConfigError(f"RunConfig.tokenizer={self.tokenizer!r}: {exc}") from None
+        try:
             self.trainer()
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"RunConfig.weight_decay={self.weight_decay!r} / lr_schedule={self.lr_schedule!r}: "
@@ -211,24 +217,44 @@ def _check_device(device) -> None:
         raise ConfigError(f"RunConfig.device={device!r}: motor runs on {allowed}.")
 
 
-def _init_parameters(cls, n_positional: int, skip: tuple = ()) -> list[str] | None:
-    """Keyword parameters of ``cls.__init__`` after ``self`` and ``n_positional`` data arguments (None when it
-    takes ``**kwargs``: anything may be right)."""
+def _init_parameters(cls, n_positional: int, skip: tuple = ()) -> dict | None:
+    """Keyword parameters of ``cls.__init__`` after ``self`` and ``n_positional`` data arguments, with their
+    defaults (None when it takes ``**kwargs``: anything may be right)."""
     import inspect
 
     params = list(inspect.signature(cls.__init__).parameters.values())[1 + n_positional:]
     if any(p.kind is p.VAR_KEYWORD for p in params):
         return None
-    return [p.name for p in params if p.name not in skip and p.name != "dim"]
+    return {p.name: p.default for p in params if p.name not in skip and p.name != "dim"}
 
 
-def _check_kwargs(cfg, name: str, allowed: list[str] | None) -> None:
+def _same_kind(value, default) -> bool:
+    """Whether ``value`` can stand where ``default`` is the default (bool, int, real, str or sequence)."""
+    if isinstance(default, (bool, np.bool_)):
+        return isinstance(value, (bool, np.bool_))
+    if isinstance(default, (int, np.integer)):
+        return _is_int(value)
+    if isinstance(default, (float, np.floating)):
+        return _is_real(value)
+    if isinstance(default, str):
+        return isinstance(value, str)
+    if isinstance(default, (list, tuple)):
+        return isinstance(value, (list, tuple))
+    return True  # no default, or None: the class checks it
+
+
+def _check_kwargs(cfg, name: str, allowed: dict | list | None) -> None:
     value = getattr(cfg, name)
     _check(isinstance(value, dict) and all(isinstance(k, str) for k in value), name, value,
            "a dict of keyword arguments (str keys)")
     unknown = [k for k in value if allowed is not None and k not in allowed]
     if unknown:
         raise ConfigError(f"RunConfig.{name} has unknown key(s) {unknown}; allowed: {sorted(allowed)}.")
+    for key, v in value.items():
+        default = allowed.get(key) if isinstance(allowed, dict) else None
+        if not _same_kind(v, default):
+            raise ConfigError(f"RunConfig.{name}[{key!r}]={v!r} ({type(v).__name__}): expected a value like its "
+                              f"default {default!r} ({type(default).__name__}).")
 
 
 @dataclass
@@ -347,6 +373,8 @@ def run(config: RunConfig | None = None, *, reuse: bool = False, save: bool = Tr
     cfg = config or RunConfig(**kwargs)
     if config is not None and kwargs:
         cfg = RunConfig(**{**asdict(config), **kwargs})
+    if isinstance(cfg.dataset, os.PathLike):  # a pathlib.Path names a folder as well as its str
+        cfg = replace(cfg, dataset=os.fspath(cfg.dataset))
     cfg.validate()  # before anything is loaded: a bad parameter costs no loading or tokenizing
     cfg = _own_trainer_as_none(cfg)
     rid = cfg.run_id()
@@ -463,10 +491,3 @@ def fast_mode(value: bool | None = None) -> bool:
 
         return to_bool(value, "fast")  # papermill passes "-p fast false" as the string "false"
     return os.environ.get("MOTOR_FAST", "0").lower() in ("1", "true", "yes")
-
-
-def notebook_setup() -> None:
-    """Plotly renderer that works in JupyterLab, in papermill/nbval outputs and in exported HTML."""
-    import plotly.io as pio
-
-    pio.renderers.default = "plotly_mimetype+notebook_connected"

@@ -135,7 +135,7 @@ def umap_figure(coords: dict[str, np.ndarray], colour: np.ndarray, hover: list[s
     for name, xy in coords.items():
         n = len(xy)
         frames.append(pd.DataFrame({"x": xy[:, 0], "y": xy[:, 1], "repr": name, "bucket": np.asarray(colour)[:n],
-                                    "text": (hover or [""] * n)[:n]}))
+                                    "text": [t[:80] for t in (hover or [""] * n)[:n]]}))  # short: one per point
     df = pd.concat(frames)
     order = [b for b in (order or list(dict.fromkeys(df.bucket))) if b in set(df.bucket)]
     scale = px.colors.sample_colorscale("Viridis", [0.9 - 0.85 * i / max(len(order) - 1, 1) for i in range(len(order))])
@@ -174,4 +174,44 @@ def sparsity_figure(summary: pd.DataFrame, item_repr: str = "ms", baseline: str 
     fig.update_yaxes(title_text=f"{item_repr} vs {baseline}: test {metric} change (%)", row=1, col=1)
     fig.update_layout(title=f"Where MOTOR wins: {item_repr} vs {baseline} as the data thins out "
                             "(filled: paired test p < 0.05)", template="plotly_white")
+    return fig
+
+
+def learning_curves_figure(curves: pd.DataFrame, title: str = "Learning curves") -> go.Figure:
+    """Training loss (left, relative to each run's first epoch) and valid metric (right; the train metric dashed
+    where recorded) per epoch for the runs of :func:`motor.analysis.learning_curves`, one colour per item
+    representation, a marker on each run's kept (best) epoch."""
+    fig = make_subplots(rows=1, cols=2,
+                        subplot_titles=["training loss / first epoch's", "recall (valid; train dashed)"])
+    colours = item_repr_colors(curves.item_repr.unique())
+    shown: set = set()
+    for (_rid, label), g in curves.groupby(["run_id", "label"], sort=False):
+        g = g.sort_values("epoch")
+        colour = colours.get(g.item_repr.iloc[0], "#000000")
+        first = label not in shown
+        shown.add(label)
+        seed = g.seed.iloc[0]
+        fig.add_trace(go.Scatter(x=g.epoch, y=g.loss_rel, mode="lines", name=str(label), legendgroup=str(label),
+                                 showlegend=first, line=dict(color=colour, width=1.5),
+                                 hovertemplate=f"{label}, seed {seed}: epoch %{{x}}, loss ratio %{{y:.3f}}"
+                                               "<extra></extra>"),
+                      row=1, col=1)
+        fig.add_trace(go.Scatter(x=g.epoch, y=g.valid, mode="lines", name=str(label), legendgroup=str(label),
+                                 showlegend=False, line=dict(color=colour, width=1.5),
+                                 hovertemplate=f"{label}, seed {seed}: epoch %{{x}}, valid %{{y:.4f}}<extra></extra>"),
+                      row=1, col=2)
+        if g.train.notna().any():
+            fig.add_trace(go.Scatter(x=g.epoch, y=g.train, mode="lines", name=f"{label} (train)",
+                                     legendgroup=str(label), showlegend=False,
+                                     line=dict(color=colour, width=1, dash="dash"),
+                                     hovertemplate=f"{label}, seed {seed}: epoch %{{x}}, train %{{y:.4f}}"
+                                                   "<extra></extra>"), row=1, col=2)
+        best = g[g.best]
+        fig.add_trace(go.Scatter(x=best.epoch, y=best.valid, mode="markers", showlegend=False,
+                                 legendgroup=str(label), marker=dict(color=colour, size=9, symbol="star"),
+                                 hovertemplate=f"{label}, seed {seed}: kept epoch %{{x}}<extra></extra>"),
+                      row=1, col=2)
+    fig.update_xaxes(title_text="epoch")
+    fig.update_yaxes(type="log", row=1, col=1)
+    fig.update_layout(title=title, legend_title_text="item representation", template="plotly_white")
     return fig

@@ -70,7 +70,7 @@ def drop_progress_bars(nb):
         if mid in keep or mid not in models:
             continue
         keep.add(mid)
-        todo += re.findall(r"IPY_MODEL_([0-9a-f]+)", str(models[mid].get("state", {})))
+        todo += re.findall(r"IPY_MODEL_(\w+)", str(models[mid].get("state", {})))
     if keep:
         state = nb.metadata["widgets"][WIDGET_STATE]
         state["state"] = {k: v for k, v in models.items() if k in keep}

@@ -28,7 +28,8 @@ def _kept_while_alive(owner: torch.Tensor, key: tuple, build):
     if hit is not None and hit[0]() is owner:
         return hit[1]
     value = build()
-    _CACHE[key] = (weakref.ref(owner, lambda _, k=key: _CACHE.pop(k, None)), value)
+    # the callback holds the dict itself: at interpreter exit the module global may already be None
+    _CACHE[key] = (weakref.ref(owner, lambda _, k=key, cache=_CACHE: cache.pop(k, None)), value)
     return value
 
 

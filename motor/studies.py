@@ -361,7 +361,8 @@ def describe_buckets(warm: pd.DataFrame, cold: pd.DataFrame | None = None, metri
         if baseline not in piv:
             break
         diff = piv[kind] - piv[baseline]
-        out.append(f"**{kind}** vs {baseline} ({metric}): ahead in buckets {_and([str(b) for b in diff.index[diff > 0]])}; "
+        out.append(f"**{kind}** vs {baseline} ({metric}): "
+                   f"ahead in buckets {_and([str(b) for b in diff.index[diff > 0]])}; "
                    f"behind in {_and([str(b) for b in diff.index[diff < 0]])}.")
     if cold is not None:
         c = cold[cold.bucket == COLD].set_index("item_repr")[metric]

@@ -11,6 +11,10 @@ Choices (all documented in :class:`PQTokenizer`):
 * K never exceeds what the data supports: k-means needs at least K points, so ``K = min(K, 2**floor(log2(n)))``
   (a power of two, as PQ codes are bit-packed). With fewer than 39 points per centroid faiss would warn; the warning
   is silenced on purpose (each centroid still gets >= 1 point) and the effective K is recorded in the state.
+* Fewer items than ``d_out``: faiss's OPQ needs at least as many items as output dimensions (it crashes the process
+  otherwise), so such a catalogue gets plain PQ over all its dimensions, with a warning (see :func:`_output_dims`).
+  Inputs are checked before faiss sees them (:func:`check_params`, :func:`check_fit_input`); cache entries are
+  checked when read (checksum, shapes, id ranges) and rebuilt when they do not fit.
 * Speed: fewer OPQ iterations and a training sample (see ``benchmarks/bench_tokenizer.py`` for time and
   distortion against faiss's defaults).
 """
@@ -115,6 +119,7 @@ class PQTokenizer:
 
     def _fit(self, x: np.ndarray) -> "PQTokenizer":
         x = _as_f32(x)
+        check_params(self)
         check_fit_input(x, self.n_tokens, self.n_centroids)
         n, d = x.shape
         nbits = int(min(np.log2(self.n_centroids), np.floor(np.log2(n))))
@@ -229,6 +234,27 @@ def _balanced_pca(x: np.ndarray, d_out: int, n_sub: int, seed: int) -> np.ndarra
 
 def _as_f32(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def check_params(tok: "PQTokenizer") -> None:
+    """Raise a ValueError naming the parameter when a tokenizer setting is of the wrong type or out of range
+    (faiss would otherwise divide by zero or read past a buffer)."""
+    def integer(name: str, low: int) -> None:
+        v = getattr(tok, name)
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
+            raise ValueError(f"tokenizer parameter {name}={v!r}: an integer >= {low}")
+
+    integer("n_tokens", 1)
+    integer("max_dim", tok.n_tokens if isinstance(tok.n_tokens, (int, np.integer)) else 1)
+    integer("max_train", 2)
+    for name in ("opq_iter", "opq_pq_iter", "opq_pq_iter0", "pq_iter"):
+        integer(name, 1)
+    integer("seed", 0)
+    for name in ("opq", "subspace_seeds"):
+        if not isinstance(getattr(tok, name), (bool, np.bool_)):
+            raise ValueError(f"tokenizer parameter {name}={getattr(tok, name)!r}: True or False")
+    if tok.init not in ("pca", "random"):
+        raise ValueError(f"tokenizer parameter init={tok.init!r}: 'pca' or 'random'")
 
 
 def check_fit_input(x: np.ndarray, n_tokens: int, n_centroids: int, name: str = "features") -> None:
@@ -512,7 +538,7 @@ def compare_collisions(dataset, n_tokens: int = 4, **params) -> pd.DataFrame:
     dis = {m: disambiguate_codes(plain[m], t.k) for m, t in toks.items()}
     k = max(t.k for t in toks.values())
     out = pd.concat({"OPQ": token_summary(plain, k), "OPQ + disambiguation": token_summary(dis, k)},
-                    names=["codes"])
+                    names=["codes"]).drop(columns="same_id_every_position")  # not meaningful with the extra position
     dist = {m: t.distortion(dataset.features[m]) for m, t in toks.items()}
     out["distortion"] = [dist.get(m, np.nan) for m in out.index.get_level_values("modality")]
     return out

@@ -214,7 +214,8 @@ def read_checkpoint(path: Path, description: dict, device) -> dict:
         raise CheckpointError(f"checkpoint {path} cannot be loaded ({type(exc).__name__}). {fix}") from exc
 
 
-def train(model, dataset, config: TrainConfig | None = None, callbacks: list[Callable] = (), **overrides) -> TrainResult:
+def train(model, dataset, config: TrainConfig | None = None, callbacks: list[Callable] = (),
+          **overrides) -> TrainResult:
     """Train ``model`` on ``dataset.train``; select on ``dataset.valid``. Returns history and the best epoch.
 
     ``callbacks``: functions ``f(epoch, record)`` called after each epoch's checkpoint (e.g. live plots).

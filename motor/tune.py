@@ -13,10 +13,10 @@ trials are never read here (the registry holds them, as for every run).
 Search space: ``{name: [values]}``, searched as the full product. A name is a :class:`RunConfig` field (``lr``,
 ``n_tokens``, ``weight_decay``, ...), ``tcn.<name>`` / ``tokenizer.<name>``, or a constructor argument of the
 backbone (its ``hparams``). ``space=None`` is the backbone's ``SEARCH_SPACE`` (MMRec's grid, written in each
-backbone file) plus ``n_tokens`` in {2, 4, 8, 16} for token representations; ``space="small"`` is the first two
-values of the backbone's first hyper-parameter (a smoke test). Token-only names (``n_tokens``, ``n_centroids``,
-``tcn.*``, ``tokenizer.*``) are dropped for ``item_repr="id"``. A value equal to the backbone's default is left
-out of ``hparams``, so a point at the defaults is the default run (same run id).
+backbone file) plus ``n_tokens`` in {2, 4, 8, 16} for token representations; ``space="small"`` is two values of
+the backbone's first searched hyper-parameter, its default and the next grid value (a smoke test). Token-only
+names (``n_tokens``, ``n_centroids``, ``tcn.*``, ``tokenizer.*``) are dropped for ``item_repr="id"``. A value equal
+to the backbone's default is left out of ``hparams``, so a point at the defaults is the default run (same run id).
 
 Budget: ``"grid"`` (every point), an int n (n points drawn from the grid with ``sample_seed``: a re-launch draws
 the same ones), or ``"asha"`` (every point, Ray's ASHA scheduler stopping bad trials early on the per-epoch valid
@@ -108,15 +108,29 @@ def _constructor_defaults(cls) -> dict:
 
 def default_space(backbone: str, item_repr: str = "ms", small: bool = False) -> dict[str, list]:
     """The backbone's ``SEARCH_SPACE`` (MMRec's grid) plus ``n_tokens`` in {2, 4, 8, 16} for token
-    representations; ``small``: the first two values of the first hyper-parameter only (smoke tests, CI)."""
+    representations; ``small``: the first searched hyper-parameter only, at its default and the next grid value
+    (smoke tests, CI)."""
     cls = _backbone_class(backbone)
     grid = getattr(importlib.import_module(cls.__module__), "SEARCH_SPACE", {})
     space = {k: list(v) for k, v in grid.items()}
-    if small:  # the first hyper-parameter that has a choice
-        return next(({k: v[:2]} for k, v in space.items() if len(v) > 1), {})
+    if small:  # the first hyper-parameter with a choice: its default and the next grid value (the default run too)
+        for name, values in space.items():
+            if len(values) > 1:
+                default = _default_of(name, cls)
+                i = values.index(default) if default in values else 0
+                return {name: values[i:i + 2] if i + 1 < len(values) else values[i - 1:i + 1]}
+        return {}
     if item_repr != "id":
         space["n_tokens"] = list(N_TOKENS_SPACE)
     return space
+
+
+def _default_of(name: str, cls):
+    """The default value of a search-space name (a RunConfig field or a constructor argument), else None."""
+    from .experiment import RunConfig
+
+    config_defaults = {f.name: f.default for f in fields(RunConfig)}
+    return _constructor_defaults(cls).get(name, config_defaults.get(name))
 
 
 def _where(name: str, cls, backbone: str) -> tuple[str, str]:

@@ -46,7 +46,8 @@ class TokenExplorer:
         tables["shared tokens"] = nb.assign(popularity=pop[nb.item], text=[self.text(i) for i in nb.item])
         for name, vec in self.vectors.items():
             vn = vector_neighbours(vec, self.item, self.top)
-            tables[f"nearest by {name} vector"] = vn.assign(popularity=pop[vn.item], text=[self.text(i) for i in vn.item])
+            tables[f"nearest by {name} vector"] = vn.assign(popularity=pop[vn.item],
+                                                            text=[self.text(i) for i in vn.item])
         self.tables = tables
         if self._ui is not None:
             self._ui["out"].value = self.render()

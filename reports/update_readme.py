@@ -1,7 +1,10 @@
-"""Rewrite the registry-derived block of reports/README.md (between the ``registry`` markers): the headline table
-(test Recall@20 / NDCG@20, mean ± std over seeds, from ``motor.runs.load()``) and the list of cells with fewer
-than three seeds or not run. Run after new runs land: ``python reports/update_readme.py`` (``make reports`` does).
+"""Rewrite the generated blocks of reports/README.md: between the ``registry`` markers the headline table (test
+Recall@20 / NDCG@20, mean ± std over seeds, from ``motor.runs.load()``) and the cells with fewer than three seeds
+or not run; between the ``findings`` markers the sentences each executed notebook computed from its results (the
+output of its ``studies.describe_*`` cell), and the screenshot of every page. Run after the reports are
+regenerated: ``python reports/update_readme.py`` (``reports/build.py`` does).
 """
+import json
 from pathlib import Path
 
 from motor import runs
@@ -11,6 +14,8 @@ from motor.cache import atomic_write_text
 from motor.item_repr import headline_item_reprs
 
 START, END = "<!-- registry:start -->", "<!-- registry:end -->"
+FINDINGS = "<!-- findings:start -->", "<!-- findings:end -->"
+HERE = Path(__file__).parent
 SEEDS = 3
 
 
@@ -30,13 +35,45 @@ def registry_block(datasets=("ml100k", "scientific")) -> str:
     return "\n".join([START, "", results_markdown(df), "", tail, "", END])
 
 
-def main(path: Path = Path(__file__).with_name("README.md")) -> None:
-    text = path.read_text()
-    if START not in text or END not in text:
-        raise SystemExit(f"{path}: markers {START} / {END} not found; put them around the block to regenerate")
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    atomic_write_text(path, head + registry_block() + tail)
+def notebook_findings(notebook: Path) -> list[str]:
+    """The markdown outputs of the notebook's ``studies.describe_*`` cells (what its results say, in numbers)."""
+    out = []
+    for cell in json.loads(notebook.read_text())["cells"]:
+        if cell["cell_type"] == "code" and "studies.describe_" in "".join(cell["source"]):
+            out += ["".join(o["data"]["text/markdown"]) for o in cell.get("outputs", [])
+                    if "text/markdown" in o.get("data", {})]
+    return out
+
+
+def findings_block(root: Path = HERE, datasets=("scientific", "ml100k")) -> str:
+    """Per dataset, one bullet per executed notebook with its computed findings and its page's screenshot."""
+    lines = [FINDINGS[0], ""]
+    for d in datasets:
+        notebooks = sorted((root / d).glob("0*.ipynb"))
+        if not notebooks:
+            continue
+        lines += [f"### {d}", ""]
+        for nb in notebooks:
+            shot = root / "figures" / f"{d}_{nb.stem}.png"
+            link = f" ([screenshot](figures/{shot.name}))" if shot.exists() else ""
+            said = " ".join(notebook_findings(nb)) or "(no computed findings in this executed notebook)"
+            lines.append(f"- **{nb.stem}**{link}: {said}")
+        lines.append("")
+    return "\n".join(lines + [FINDINGS[1]])
+
+
+def replace_block(text: str, markers: tuple[str, str], block: str, path: Path) -> str:
+    start, end = markers
+    if start not in text or end not in text:
+        raise SystemExit(f"{path}: markers {start} / {end} not found; put them around the block to regenerate")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return head + block + tail
+
+
+def main(path: Path = HERE / "README.md") -> None:
+    text = replace_block(path.read_text(), (START, END), registry_block(), path)
+    atomic_write_text(path, replace_block(text, FINDINGS, findings_block(path.parent), path))
 
 
 if __name__ == "__main__":

@@ -20,8 +20,8 @@ ALL_BACKBONES = ["bpr", "lightgcn", "layergcn", "vbpr", "grcn", "slmrec", "bm3",
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    """(dataset, token ids): 150 users, 200 items (more items than feature dimensions: the tokenizer's PCA start
-    needs that), about 1,200 training interactions, text and image features."""
+    """(dataset, token ids): 150 users, 200 items (more items than feature dimensions, so the tokenizer fits OPQ
+    as on real data), about 1,200 training interactions, text and image features."""
     ds = motor.synthetic(n_users=150, n_items=200, n_interactions=1500, seed=3)
     with pytest.MonkeyPatch.context() as mp:  # token cache outside the repository, as for every test
         mp.setenv("MOTOR_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))

@@ -44,15 +44,21 @@ def test_fewer_items_than_dimensions_tokenize_in_a_subprocess(tmp_path):
             assert any("plain PQ" in str(m.message) for m in w)
             print("ok", n, d, tok.distortion(x))
         # a shop with 40 items and 48-d features, through the dataset path (cache included)
-                from motor.tokenizer import tokenize
+        from motor.data import from_interactions
+        from motor.tokenizer import tokenize
         rng = np.random.default_rng(0)
         ds = from_interactions("shop", rng.integers(0, 30, 400), rng.integers(0, 40, 400), np.zeros(400), 30, 40,
                                features={"text": rng.normal(size=(40, 48)).astype(np.float32)})
         assert tokenize(ds, 4, n_centroids=16)["text"].shape == (40, 4)
         print("ok dataset")
+        try:  # max_dim < n_tokens made an empty rotation: faiss divided by zero (SIGFPE)
+            PQTokenizer(n_tokens=4, max_dim=0).fit(x)
+        except ValueError as exc:
+            assert "max_dim=0" in str(exc)
+            print("ok max_dim")
     """, tmp_path)
     assert out.returncode == 0, (out.returncode, out.stderr[-2000:])  # was -11 (SIGSEGV) or -6 (double free)
-    assert out.stdout.count("ok") == 5
+    assert out.stdout.count("ok") == 6
 
 
 def test_enough_items_keep_opq():
@@ -100,18 +106,21 @@ def test_out_of_range_knn_cache_index_is_rebuilt_in_a_subprocess(tmp_path):
         import warnings
         import numpy as np
         import torch
-        from motor.backbones.graph import cached_knn_graph
+        from motor.backbones.graph import cached_knn_graph, knn_graph
         from motor.cache import cache_dir, payload_checksum, CHECKSUM_KEY
         x = np.random.default_rng(1).normal(size=(60, 8)).astype(np.float32)
         cached_knn_graph(x, k=5)
         path = next((cache_dir() / "knn").glob("*.npz"))
         z = dict(np.load(path))
-        z.pop(CHECKSUM_KEY)
+        z.pop(CHECKSUM_KEY, None)
         z["indices"][1, 7] = 10 ** 9  # out of range; a valid checksum, so only the range check can catch it
         np.savez(path, **z, **{CHECKSUM_KEY: np.array(payload_checksum(z))})
         with warnings.catch_warnings(record=True) as w:
             warnings.simplefilter("always")
             g = cached_knn_graph(x, k=5)
+        from motor.sparse import spmm
+        y = spmm(g, torch.ones(60, 4))  # where the unchecked index corrupted the heap
+        assert torch.isfinite(y).all()
         messages = [str(m.message) for m in w]
         assert any(str(path) in m and "1000000000" in m for m in messages), messages
         ref = knn_graph(x, k=5)

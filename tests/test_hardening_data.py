@@ -176,3 +176,18 @@ def test_infinite_id_is_not_an_integer(tmp_path):
     f = write_folder(tmp_path / "inf")
     _edit_inter(f, "itemID", 1, "inf")
     _expect(f, "'itemID' row 3 holds 'inf', not an integer id")
+
+
+def test_user_ids_with_gaps_warn(tmp_path):
+    f = write_folder(tmp_path / "g")
+    _edit_inter(f, "userID", 6, "5")  # users 0..5, of which 3 and 4 have no row
+    with pytest.warns(UserWarning, match="2 of the user ids 0..5 have no interaction"):
+        load(f)
+
+
+def test_kcore_that_removes_everything_is_a_clear_error(tmp_path):
+    from motor.data import kcore
+
+    ds = load(write_folder(tmp_path / "k"))
+    with pytest.raises(DataError, match="k=50.*nothing is left"):
+        kcore(ds, 50)

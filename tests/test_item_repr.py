@@ -236,13 +236,15 @@ def old_token_representation():
         except (OSError, subprocess.SubprocessError):
             pytest.skip(f"git history with commit {_BEFORE[:7]} is not available (not a full clone)")
 
+    sources = {name: source(path) for name, path in (("_old_tcn", "motor/tcn.py"),
+                                                     ("_old_item_repr", "motor/item_repr.py"))}
     modules = {}
-    for name, path in (("_old_tcn", "motor/tcn.py"), ("_old_item_repr", "motor/item_repr.py")):
+    for name, code in sources.items():
         mod = types.ModuleType(f"motor.{name}")
         mod.__package__ = "motor"
         sys.modules[mod.__name__] = mod  # for the relative import of the old tcn
-        code = source(path).replace("from .tcn import", "from ._old_tcn import")
-        exec(compile(code, f"{_BEFORE[:7]}:{path}", "exec"), mod.__dict__)
+        exec(compile(code.replace("from .tcn import", "from ._old_tcn import"), f"{_BEFORE[:7]}:{name}", "exec"),
+             mod.__dict__)
         modules[name] = mod
     yield modules["_old_item_repr"].TokenRepresentation
     for name in modules:

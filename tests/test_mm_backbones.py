@@ -8,8 +8,7 @@ import pytest
 import torch
 
 import motor
-from motor.backbones import REGISTRY, build
-from motor.backbones import graph
+from motor.backbones import REGISTRY, build, graph
 from motor.backbones.graph import cached_knn_graph, knn_graph
 from motor.evaluate import evaluate
 from motor.item_repr import build_item_repr

@@ -89,6 +89,7 @@ def readme_env(tmp_path, monkeypatch):
         write_mmrec(ds, root / name)
     root.mkdir(exist_ok=True)
     monkeypatch.setenv("MOTOR_DATA", str(root))
+    monkeypatch.setenv("MOTOR_RUNS", str(tmp_path / "runs"))  # runs of these stand-in datasets stay here
     experiment.get_dataset.cache_clear()  # names now mean other data than in earlier tests
     real_run = experiment.run
 

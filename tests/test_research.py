@@ -7,9 +7,8 @@ import pandas as pd
 import pytest
 import torch
 
-import motor
 from motor import train as train_mod
-from motor.backbones import MGCN, SLMRec, LightGCN
+from motor.backbones import MGCN, LightGCN, SLMRec
 from motor.data import from_interactions
 from motor.evaluate import cold_candidates, evaluate, evaluate_cold_candidates
 from motor.experiment import RunConfig, get_dataset, run

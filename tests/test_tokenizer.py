@@ -6,9 +6,15 @@ import faiss
 import numpy as np
 import pytest
 
-import motor
-from motor.tokenizer import (PQTokenizer, collisions, fit_tokenizer, items_per_token, same_id_every_position,
-                             token_stats, tokenize)
+from motor.tokenizer import (
+    PQTokenizer,
+    collisions,
+    fit_tokenizer,
+    items_per_token,
+    same_id_every_position,
+    token_stats,
+    tokenize,
+)
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import motor.experiment
 from motor.backbones import build
 from motor.evaluate import evaluate
 from motor.item_repr import build_item_repr
-from motor.train import TrainConfig, sample_negatives, train, train_keys
+from motor.train import sample_negatives, train, train_keys
 
 from .conftest import real
 

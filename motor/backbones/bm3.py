@@ -14,9 +14,15 @@ with cos-loss(a, b) = 1 - cos(a, b):
 Scores are p(h_u) . p(h_i). The item-ID embedding e_i is ``item_repr``.
 Defaults (MMRec ``BM3.yaml``, first grid values): dim 64, n_layers 1 (grid {1, 2}), dropout 0.5 (grid {0.3, 0.5}),
 reg_weight 0.1 (grid {0.1, 0.01}), cl_weight 2.0, ``use_neg_sampling: False``.
-Option, not in BM3 (default off): ``uniformity`` > 0 adds that weight times Wang & Isola's uniformity term
-(:func:`uniformity_loss`) on the batch's distinct users and items after the predictor, which keeps the vectors
-spread where the negative-free objective lets token-based items collapse (see below).
+Options against that collapse, not in BM3 (all default off, so the default is BM3's objective):
+
+* ``uniformity`` > 0 adds that weight times Wang & Isola's uniformity term (:func:`uniformity_loss`) on the batch's
+  distinct users and items after the predictor, which keeps the vectors spread;
+* ``center_items``: the item representation's vectors minus their mean over all items, before propagation (the
+  common direction every item shares, which shared token tables can grow in one step, is removed; an ID table's
+  mean is near zero anyway);
+* ``bpr_weight`` > 0 adds that weight times BPR on the scores ``p(h_u) . p(h_i)`` with the trainer's sampled
+  negative item (negatives, which BM3 has none of).
 Deviation: MMRec trains the raw feature matrices (``nn.Embedding.from_pretrained(freeze=False)``); they are frozen
 buffers here and only the projections W_m train (Adam + backward on the raw matrices is a large share of MMRec's
 epoch). Projections are computed once per distinct batch item (the same values and gradients as projecting every
@@ -34,7 +40,7 @@ from ..defaults import DIM
 from .base import MultimodalBackbone
 from .features import project_rows
 from .graph import layer_mean, normalized_adjacency
-from .losses import dropout
+from .losses import bpr_triplet_loss, dropout
 
 
 class _CosLoss(torch.autograd.Function):
@@ -80,12 +86,16 @@ SEARCH_SPACE = {"n_layers": [1, 2], "reg_weight": [0.1, 0.01], "dropout": [0.3, 
 
 class BM3(MultimodalBackbone):
     def __init__(self, dataset, item_repr: nn.Module, dim: int = DIM, n_layers: int = 1, dropout: float = 0.5,
-                 reg_weight: float = 0.1, cl_weight: float = 2.0, uniformity: float = 0.0):
+                 reg_weight: float = 0.1, cl_weight: float = 2.0, uniformity: float = 0.0,
+                 center_items: bool = False, bpr_weight: float = 0.0):
         super().__init__(dataset, item_repr, dim)
         self.n_layers, self.dropout, self.reg_weight, self.cl_weight = n_layers, dropout, reg_weight, cl_weight
-        # not in BM3: weight of a uniformity term on the batch's distinct users and items in the scoring space, an
-        # option against the collapse of negative-free training with shared token tables (0 = BM3's objective)
-        self.uniformity = uniformity
+        # not in BM3 (see the module docstring): options against the collapse of negative-free training with
+        # shared token tables; their defaults leave BM3's objective
+        if not (uniformity >= 0 and bpr_weight >= 0):
+            raise ValueError(f"BM3: uniformity and bpr_weight must be >= 0 (RunConfig.hparams), got {uniformity!r} "
+                             f"and {bpr_weight!r}")
+        self.uniformity, self.center_items, self.bpr_weight = uniformity, bool(center_items), bpr_weight
         self.predictor = nn.Linear(dim, dim)
         nn.init.xavier_normal_(self.predictor.weight)
         self.projections = nn.ModuleDict()
@@ -97,6 +107,8 @@ class BM3(MultimodalBackbone):
     def online(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Online (n_users, d) users and (n_items, d) items: LightGCN mean + ego item vector."""
         items = self.item_repr()
+        if self.center_items:
+            items = items - items.mean(0, keepdim=True)
         out = layer_mean(self.adj, torch.cat([self.user_emb, items]), self.n_layers)
         return out[: self.n_users], out[self.n_users:] + items
 
@@ -109,7 +121,8 @@ class BM3(MultimodalBackbone):
         u, i = u_all.index_select(0, users), i_all.index_select(0, pos)
         with torch.no_grad():  # target views: dropout of the online vectors, stop-gradient
             u_target, i_target = dropout(u, self.dropout), dropout(i, self.dropout)
-        graph = cos_loss(self.predictor(u), i_target) + cos_loss(self.predictor(i), u_target)
+        u_pred, i_pred = self.predictor(u), self.predictor(i)
+        graph = cos_loss(u_pred, i_target) + cos_loss(i_pred, u_target)
         modal = 0.0
         for m in self.modalities:
             h = project_rows(self.projections[m], self.features(m), pos)
@@ -123,4 +136,9 @@ class BM3(MultimodalBackbone):
             spread = (uniformity_loss(self.predictor(i_all.index_select(0, torch.unique(pos))))
                       + uniformity_loss(self.predictor(u_all.index_select(0, torch.unique(users)))))
             loss = loss + self.uniformity * spread
+        if self.bpr_weight:
+            if neg is None:
+                raise ValueError("BM3 with bpr_weight > 0 needs the sampled negatives: loss(users, pos, neg)")
+            neg_pred = self.predictor(i_all.index_select(0, neg))
+            loss = loss + self.bpr_weight * bpr_triplet_loss(u_pred, i_pred, neg_pred)
         return loss

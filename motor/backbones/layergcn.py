@@ -50,7 +50,9 @@ def refine(h: torch.Tensor, ego: torch.Tensor, ego_norm: torch.Tensor | None = N
     return _Refine.apply(h, ego, ego_norm)
 
 
-# Search space (``motor.tune``): MMRec ``LayerGCN.yaml``, 1 x 3 x 4 = 12 points.
+# Search space (``motor.tune``): MMRec ``LayerGCN.yaml``, 1 x 3 x 4 = 12 points. MMRec's reg_weight scales
+# its ``L2Loss`` (half the squared norms, not divided by the batch size), this file's the squared norms / B:
+# the same value is about B / 2 times weaker here.
 SEARCH_SPACE = {"n_layers": [4], "dropout": [0.0, 0.1, 0.2], "reg_weight": [1e-2, 1e-3, 1e-4, 1e-5]}
 
 

@@ -12,7 +12,9 @@ from .base import Backbone
 from .graph import layer_mean, layer_mean_rows, normalized_adjacency
 from .losses import joint_bpr_loss, joint_rows
 
-# Search space (``motor.tune``): MMRec ``LightGCN.yaml``, 4 x 5 = 20 points.
+# Search space (``motor.tune``): MMRec ``LightGCN.yaml``, 4 x 5 = 20 points. MMRec's reg_weight scales its
+# ``EmbLoss`` (unsquared Frobenius norms / B), this file's the squared norms / B: equal values are not
+# equal regularisation (measured for BPR, see bpr.py).
 SEARCH_SPACE = {"n_layers": [1, 2, 3, 4], "reg_weight": [1e-2, 1e-3, 1e-4, 1e-5, 1e-6]}
 
 

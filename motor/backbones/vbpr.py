@@ -12,7 +12,9 @@ from .base import Backbone
 from .features import project, project_rows, stacked_features
 from .losses import bpr_triplet_loss, l2_reg
 
-# Search space (``motor.tune``): MMRec ``VBPR.yaml``, 7 points.
+# Search space (``motor.tune``): MMRec ``VBPR.yaml``, 7 points. MMRec's reg_weight scales its ``EmbLoss``
+# (unsquared Frobenius norms / B), this file's the squared norms / B: equal values are not equal
+# regularisation (measured for BPR, see bpr.py).
 SEARCH_SPACE = {"reg_weight": [2.0, 1.0, 1e-1, 1e-2, 1e-3, 1e-4, 1e-5]}
 
 

@@ -1,20 +1,33 @@
 """Drive notebook 07's TokenExplorer in JupyterLab like a person: run all, type a query, pick an item.
 
-A manual check (not collected by pytest; needs playwright and a Chromium, which are not project dependencies):
+A manual check (not collected by pytest; needs playwright (``pip install playwright``) and a Chromium, e.g. Debian's
+``apt-get install chromium``; neither is a project dependency). It searches "microscope", so 07 must run on the
+real ``scientific`` data (MOTOR_DATA points at the folder that holds it):
 
-    MOTOR_FAST=1 MOTOR_RUNS=$(mktemp -d) jupyter lab --no-browser --port 8899 --IdentityProvider.token=abc &
+    MOTOR_DATA=../shared/data MOTOR_FAST=1 MOTOR_RUNS=$(mktemp -d) \
+        jupyter lab --no-browser --port 8899 --IdentityProvider.token=abc &
     python tests/browser/drive_widget.py [URL] [screenshot-folder]
 
-It asserts that typing a query refills the item picker and that picking an item re-renders its tokens and
-neighbours (reports/figures/widget_07_explore.png is its screenshot).
+The browser is $CHROMIUM, else the first of chromium / chromium-browser / google-chrome on PATH. It asserts that
+typing a query refills the item picker and that picking an item re-renders its tokens and neighbours
+(reports/figures/widget_07_explore.png is its screenshot).
 """
-import re, sys, time
+import os
+import re
+import shutil
+import sys
+import time
+
 from playwright.sync_api import sync_playwright
 
 URL = sys.argv[1] if len(sys.argv) > 1 else "http://127.0.0.1:8899/lab/tree/notebooks/07_explore.ipynb?token=abc"
 shots = sys.argv[2] if len(sys.argv) > 2 else "."
+browser = os.environ.get("CHROMIUM") or next(
+    (p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")) if p), None)
+if browser is None:
+    sys.exit("no Chromium found: install one (Debian: apt-get install chromium) or set $CHROMIUM")
 with sync_playwright() as p:
-    b = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
+    b = p.chromium.launch(executable_path=browser, args=["--no-sandbox"])
     page = b.new_page(viewport={"width": 1400, "height": 1100})
     page.goto(URL)
     page.wait_for_selector(".jp-NotebookPanel", timeout=180_000)

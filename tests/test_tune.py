@@ -1,0 +1,292 @@
+"""motor.tune: search spaces, trials through Ray Tune saved in the registry, selection on valid only."""
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+import motor
+from motor import analysis, runs
+from motor.experiment import RunConfig, run
+from motor.tune import COMPLETE, default_space, grid_points, plan, shutdown, tune, tune_seeds
+
+from .conftest import SHARED, real
+
+tune_module = sys.modules["motor.tune"]  # ``motor.tune`` is the function
+
+ISSUE_SPACE = {"n_tokens": [2, 4], "reg_weight": [1e-2, 1e-4]}
+MMREC_GRID_SIZES = {"bpr": 7, "lightgcn": 20, "layergcn": 12, "vbpr": 7, "grcn": 25, "slmrec": 80, "bm3": 8,
+                    "freedom": 8, "mgcn": 3}  # SLMRec: MMRec's 320 less its unread `reg` (see slmrec.py)
+
+
+# ---- search spaces and plans (no Ray) ----
+
+def test_default_spaces_are_mmrec_grids_times_token_counts():
+    for backbone, size in MMREC_GRID_SIZES.items():
+        assert len(grid_points(default_space(backbone, "id"))) == size, backbone
+        ms = default_space(backbone, "ms")
+        assert ms["n_tokens"] == [2, 4, 8, 16]
+        assert len(plan("scientific", backbone, "ms")) == 4 * size
+        assert len(plan("scientific", backbone, "id")) == size  # no tokens: D is not searched
+    assert default_space("bpr", "id") == {"reg_weight": [2.0, 1.0, 1e-1, 1e-2, 1e-3, 1e-4, 1e-5]}
+    assert default_space("grcn", "id")["lr"] == [1.0, 1e-1, 1e-2, 1e-3, 1e-4]  # MMRec's learning_rate -> lr
+    # "small": the first searched hyper-parameter at its default and the next grid value
+    assert default_space("bpr", "ms", small=True) == {"reg_weight": [1e-4, 1e-5]}
+    assert default_space("slmrec", "ms", small=True) == {"lr": [1e-3, 1e-2]}
+    assert default_space("layergcn", "id", small=True) == {"dropout": [0.1, 0.2]}
+
+
+def test_plan_maps_names_and_keeps_default_runs_identical():
+    trials = plan("scientific", "lightgcn", "ms", ISSUE_SPACE, epochs=3)
+    assert [t.values for t in trials] == grid_points(ISSUE_SPACE)
+    at_defaults = [t for t in trials if t.values == {"n_tokens": 4, "reg_weight": 1e-4}][0]
+    # reg_weight 1e-4 is LightGCN's default: the point is the default run, with the default run's id
+    assert at_defaults.config.hparams == {}
+    assert at_defaults.run_id == RunConfig(dataset="scientific", backbone="lightgcn", item_repr="ms",
+                                           n_tokens=4, epochs=3).run_id()
+    other = [t for t in trials if t.values == {"n_tokens": 2, "reg_weight": 1e-2}][0]
+    assert other.config.n_tokens == 2 and other.config.hparams == {"reg_weight": 1e-2}
+    seeds = plan("scientific", "bpr", "id", {"reg_weight": [0.1]}, seeds=(0, 1, 2))
+    assert [t.seed for t in seeds] == [0, 1, 2] and len({t.run_id for t in seeds}) == 3
+    lr = plan("scientific", "grcn", "id", {"lr": [0.01]})[0]
+    assert lr.config.lr == 0.01 and lr.config.hparams == {}
+
+
+def test_plan_rejects_bad_spaces_and_drops_tokens_for_id():
+    with pytest.raises(ValueError, match="'reg_wieght' is neither a RunConfig field .* hyper-parameter of bpr"):
+        plan("scientific", "bpr", "ms", {"reg_wieght": [1e-2]})
+    with pytest.raises(ValueError, match="has no values"):
+        plan("scientific", "bpr", "ms", {"reg_weight": []})
+    with pytest.raises(ValueError, match="budget"):
+        plan("scientific", "bpr", "ms", {"reg_weight": [1]}, budget="random")
+    with pytest.raises(ValueError, match="both searched"):
+        plan("scientific", "bpr", "ms", {"lr": [1e-3]}, lr=1e-2)
+    ids = plan("scientific", "bpr", "id", {"n_tokens": [2, 4, 8], "reg_weight": [1e-2, 1e-3]})
+    assert [t.values for t in ids] == [{"reg_weight": 1e-2}, {"reg_weight": 1e-3}]
+
+
+def test_random_budget_draws_the_same_points_again():
+    a = plan("scientific", "slmrec", "ms", budget=12)
+    b = plan("scientific", "slmrec", "ms", budget=12)
+    assert len(a) == 12 and [t.run_id for t in a] == [t.run_id for t in b]
+    assert len({t.run_id for t in a}) == 12
+    assert len(plan("scientific", "mgcn", "id", budget=50)) == 3  # more than the grid: the whole grid
+
+
+# ---- through Ray (one local Ray for the module, 2 CPUs) ----
+
+@pytest.fixture(scope="module")
+def ray_session():
+    yield
+    shutdown()
+
+
+@pytest.fixture(scope="module")
+def issue_search(ray_session, tmp_path_factory):
+    """The issue's example, run once: 4 trials through Ray into a fresh registry."""
+    if not (SHARED / "scientific").is_dir():
+        pytest.skip("real dataset scientific not under MOTOR_DATA")
+    root = tmp_path_factory.mktemp("tune-runs")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MOTOR_RUNS", str(root))
+        result = tune("scientific", "lightgcn", "ms", space=ISSUE_SPACE, epochs=3, num_cpus=2)
+    return result, root
+
+
+@real("scientific")
+def test_issue_example_runs_four_trials_saved_in_the_registry(issue_search, monkeypatch):
+    (trials, selected), root = issue_search
+    monkeypatch.setenv("MOTOR_RUNS", str(root))
+    assert len(trials) == 4 and set(trials.status) == {"trained"}
+    saved = runs.load()
+    assert set(saved.run_id) == set(trials.run_id)  # motor.runs.load() sees every trial
+    for _, t in trials.iterrows():
+        meta = json.loads((root / t.run_id / "metrics.json").read_text())
+        assert meta["valid"]["recall@20"] == t["valid_recall@20"]
+        assert len(pd.read_csv(root / t.run_id / "history.csv")) == 3  # every epoch of the trial ran
+    best = trials.loc[trials["valid_recall@20"].idxmax()]
+    assert len(selected) == 1
+    sel = selected.iloc[0]
+    assert sel.run_ids == (best.run_id,) and sel.hyper_parameters == best.hyper_parameters
+    assert sel["valid_recall@20"] == best["valid_recall@20"]
+    assert sel.config.run_id() == best.run_id
+    test = json.loads((root / best.run_id / "metrics.json").read_text())["test"]
+    assert sel["test_recall@20"] == pytest.approx(test["recall@20"])
+
+
+@real("scientific")
+def test_second_call_trains_nothing(issue_search, monkeypatch):
+    (trials, selected), root = issue_search
+    monkeypatch.setenv("MOTOR_RUNS", str(root))
+    stamps = {p: p.stat().st_mtime_ns for p in root.glob("*/metrics.json")}
+
+    def no_launch(*args, **kwargs):
+        raise AssertionError("a trial was launched although every run is saved")
+
+    monkeypatch.setattr(tune_module, "_launch", no_launch)  # Ray is not even reached
+    again, sel_again = tune("scientific", "lightgcn", "ms", space=ISSUE_SPACE, epochs=3, num_cpus=2)
+    assert set(again.status) == {"reused"}
+    assert list(again.run_id) == list(trials.run_id)
+    assert sel_again.run_ids.iloc[0] == selected.run_ids.iloc[0]
+    assert {p: p.stat().st_mtime_ns for p in root.glob("*/metrics.json")} == stamps
+
+
+@real("scientific")
+def test_selection_reads_valid_only(issue_search, monkeypatch, tmp_path):
+    """Test metrics rewritten so that they rank the trials opposite to valid: the selection does not move, and
+    the test metrics of no other trial are read."""
+    (trials, selected), root = issue_search
+    copy = tmp_path / "runs"
+    shutil.copytree(root, copy)
+    monkeypatch.setenv("MOTOR_RUNS", str(copy))
+    for t in trials.itertuples():
+        path = copy / t.run_id / "metrics.json"
+        meta = json.loads(path.read_text())
+        meta["test"] = {k: 1.0 - v if k != "n_users" else v for k, v in meta["test"].items()}
+        path.write_text(json.dumps(meta))
+    read = []
+    real_read = tune_module._test_metrics
+    monkeypatch.setattr(tune_module, "_test_metrics", lambda rid: read.append(rid) or real_read(rid))
+    _, sel = tune("scientific", "lightgcn", "ms", space=ISSUE_SPACE, epochs=3)
+    assert sel.run_ids.iloc[0] == selected.run_ids.iloc[0]
+    assert read == list(selected.run_ids.iloc[0])
+    assert sel["test_recall@20"].iloc[0] == pytest.approx(1.0 - selected["test_recall@20"].iloc[0])
+    by_test = trials.assign(test=[1 - json.loads((root / r / "metrics.json").read_text())["test"]["recall@20"]
+                                  for r in trials.run_id])
+    assert by_test.loc[by_test.test.idxmax(), "run_id"] != sel.run_ids.iloc[0][0]  # a test-based pick differs
+
+
+def _garbage_copy(src: Path, dst: Path, seed: int = 0) -> None:
+    """``src`` (an MMRec folder) as ``dst`` with every test row (x_label 2) moved to a random item the user has
+    no other row with; train and valid rows unchanged, feature files linked."""
+    dst.mkdir(parents=True)
+    for f in src.iterdir():
+        if f.suffix != ".inter":
+            (dst / f.name).symlink_to(f)
+    inter = pd.read_csv(next(src.glob("*.inter")), sep="\t")
+    rng = np.random.default_rng(seed)
+    n_items = int(inter.itemID.max()) + 1
+    taken = set(zip(inter.userID, inter.itemID))
+    items = inter.itemID.to_numpy().copy()
+    for i in np.flatnonzero(inter.x_label.to_numpy() == 2):
+        u = inter.userID.iat[i]
+        while True:
+            j = int(rng.integers(n_items))
+            if (u, j) not in taken:
+                taken.add((u, j))
+                items[i] = j
+                break
+    inter["itemID"] = items
+    inter.to_csv(dst / f"{dst.name}.inter", sep="\t", index=False)
+
+
+@real("scientific")
+def test_selected_trial_does_not_change_when_test_is_garbage(ray_session, tmp_path, monkeypatch):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "sci").symlink_to(SHARED / "scientific")
+    _garbage_copy(SHARED / "scientific", data / "sci_garbage")
+    monkeypatch.setenv("MOTOR_DATA", str(data))
+    monkeypatch.setenv("MOTOR_RUNS", str(tmp_path / "runs"))
+    space = {"reg_weight": [1e-1, 1e-3, 1e-5]}
+    trials, selected = tune(["sci", "sci_garbage"], "lightgcn", "id", space=space, epochs=2, split="given",
+                            num_cpus=2)  # one search over both datasets: one Ray launch
+    clean, garbage = (trials[trials.dataset == d].reset_index(drop=True) for d in ("sci", "sci_garbage"))
+    sel_clean, sel_garbage = (selected[selected.dataset == d] for d in ("sci", "sci_garbage"))
+    assert set(clean.status) == set(garbage.status) == {"trained"}
+    assert sel_clean.hyper_parameters.iloc[0] == sel_garbage.hyper_parameters.iloc[0]
+    assert list(clean["valid_recall@20"]) == list(garbage["valid_recall@20"])  # same train and valid data
+    assert sel_garbage["test_recall@20"].iloc[0] < 0.5 * sel_clean["test_recall@20"].iloc[0]  # test is garbage
+
+
+@real("scientific")
+def test_asha_stops_bad_trials_and_does_not_save_them(ray_session, tmp_path, monkeypatch):
+    monkeypatch.setenv("MOTOR_RUNS", str(tmp_path / "runs"))
+    # two useful learning rates first (they run first on 2 CPUs and fill ASHA's rungs), then two that cannot learn
+    space = {"lr": [1e-2, 5e-3, 1e-9, 1e-10]}
+    trials, selected = tune("scientific", "bpr", "id", space=space, epochs=6, budget="asha", num_cpus=2,
+                            asha={"grace_period": 2, "reduction_factor": 2})
+    status = dict(zip(trials.lr, trials.status))
+    # the rungs hold the useful rates' values when the others arrive: both are stopped at the first rung
+    assert status[1e-9] == status[1e-10] == "stopped_early" and status[1e-2] == "trained"
+    assert set(trials[trials.status == "stopped_early"].epochs_run) == {2}
+    for t in trials.itertuples():
+        assert runs.exists(t.run_id) == (t.status in COMPLETE)  # a stopped trial is not a saved run
+    assert selected.hyper_parameters.iloc[0] == "lr=0.01"
+
+
+@real("scientific")
+def test_cli_tune_prints_the_selection(issue_search, monkeypatch, capsys):
+    (trials, selected), root = issue_search
+    monkeypatch.setenv("MOTOR_RUNS", str(root))
+    monkeypatch.setattr(tune_module, "_launch", lambda *a, **k: pytest.fail("launched"))
+    from motor.cli import main
+
+    rc = main(["tune", "--dataset", "scientific", "--backbone", "lightgcn", "--item-repr", "ms",
+               "--space", json.dumps(ISSUE_SPACE), "--epochs", "3"])
+    out, err = capsys.readouterr()
+    assert rc == 0
+    assert "selected on valid" in out and selected.hyper_parameters.iloc[0] in out
+    assert "4 already in the registry" in err
+    assert main(["tune", "--backbone", "bpr", "--space", '{"reg_wieght": [1]}']) == 2
+    assert "reg_wieght" in capsys.readouterr().err
+
+
+# ---- the tuned comparison table (no Ray) ----
+
+def test_tuned_table_matches_a_naive_computation(small_synth_folder, monkeypatch, tmp_path):
+    monkeypatch.setenv("MOTOR_RUNS", str(tmp_path / "runs"))
+    cfg = {"dataset": "tiny_synth", "backbone": "bpr", "epochs": 2, "dim": 16, "n_tokens": 2, "n_centroids": 16}
+    id_runs = [run(**cfg, item_repr="id", hparams={"reg_weight": 1e-2}, seed=s, keep_model=False).run_id
+               for s in (0, 1)]
+    ms_runs = [run(**cfg, item_repr="ms", seed=s, keep_model=False).run_id for s in (0, 1)]
+    selected = pd.DataFrame({"dataset": "tiny_synth", "backbone": "bpr", "item_repr": ["id", "ms"],
+                             "hyper_parameters": ["reg_weight=0.01", ""], "run_ids": [tuple(id_runs),
+                                                                                     tuple(ms_runs)]})
+    t = analysis.tuned_table(runs.load(), selected).set_index("item_repr")
+    rec = {r: [runs.read(i)["test"]["recall@20"] for i in ids] for r, ids in (("id", id_runs), ("ms", ms_runs))}
+    assert t.loc["ms", "mean"] == pytest.approx(np.mean(rec["ms"]))
+    assert t.loc["ms", "std"] == pytest.approx(np.std(rec["ms"], ddof=1))
+    assert t.loc["ms", "improvement_%"] == pytest.approx(100 * (np.mean(rec["ms"]) / np.mean(rec["id"]) - 1))
+    for seed in (0, 1):
+        a, b = runs.read(id_runs[seed])["per_user"], runs.read(ms_runs[seed])["per_user"]
+        m = a.merge(b, on="user")
+        p = stats.ttest_rel(m["recall@20_y"], m["recall@20_x"]).pvalue
+        assert t.loc["ms", "p_values"][seed] == pytest.approx(p, nan_ok=True)
+    assert t.loc["id", "p_values"] == () and t.loc["id", "improvement_%"] == pytest.approx(0.0)
+    report = analysis.tuned_report(runs.load(), selected)
+    assert report.loc[("tiny_synth", "bpr", "id"), "hyper-parameters"] == "reg_weight=0.01"
+    assert report.loc[("tiny_synth", "bpr", "ms"), "hyper-parameters"] == "(defaults)"
+
+
+@pytest.fixture
+def small_synth_folder(tmp_path, monkeypatch, small_synth):
+    """``small_synth`` written as an MMRec folder ``tiny_synth`` under a fresh data root."""
+    folder = tmp_path / "data" / "tiny_synth"
+    folder.mkdir(parents=True)
+    rows = []
+    for label, m in enumerate((small_synth.train, small_synth.valid, small_synth.test)):
+        coo = m.tocoo()
+        rows += [(u, i, label) for u, i in zip(coo.row, coo.col)]
+    df = pd.DataFrame(rows, columns=["userID", "itemID", "x_label"]).sort_values(["userID", "x_label"])
+    df.insert(2, "rating", 1.0)
+    df.insert(3, "timestamp", range(len(df)))
+    df.to_csv(folder / "tiny_synth.inter", sep="\t", index=False)
+    for name, f in small_synth.features.items():
+        np.save(folder / f"{name}_feat.npy", np.asarray(f, dtype=np.float32))
+    monkeypatch.setenv("MOTOR_DATA", str(tmp_path / "data"))
+    return folder
+
+
+def test_tune_seeds_and_progress_helpers():
+    assert tune_module._hms(75) == "1m15s" and tune_module._hms(3700) == "1h01m"
+    assert tune_module._hms(float("nan")) == "?"
+    empty = pd.DataFrame({"dataset": ["x"], "backbone": ["bpr"], "item_repr": ["id"], "run_ids": [()],
+                          "hyper_parameters": [None], "point": [0], "params": [{}], "config": [None]})
+    out = tune_seeds(empty, seeds=(0, 1), progress=False)  # nothing selected: nothing to repeat, nothing launched
+    assert out.run_ids.iloc[0] == ()
+    assert callable(motor.tune)
