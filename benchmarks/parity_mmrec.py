@@ -7,8 +7,10 @@
 Every row is one backbone with the ID item representation, ``split="given"`` (the x_label split shipped in
 ``$MOTOR_DATA/ml100k``) and MMRec's training settings (Adam lr 1e-3, batch 2048, up to 1000 epochs, early stopping
 after 20 epochs without a better valid Recall@20), run with each seed through ``motor.run`` (saved in the run
-registry, ``$MOTOR_RUNS``, and reused from it). The mean test Recall@20 / NDCG@20 over the seeds is compared with
-MMRec's on the same data (seed 999, one run each); rows whose relative deviation exceeds the bar (3 %) are marked.
+registry, ``$MOTOR_RUNS``, and reused from it). Backbones with a ``reg_form`` option run with ``reg_form="mmrec"``
+(MMRec's L2 penalty, the scale of MMRec's reg_weight values). The mean test Recall@20 / NDCG@20 over the seeds is
+compared with MMRec's on the same data (seed 999, one run each); rows whose relative deviation exceeds the bar (3 %)
+are marked.
 """
 from __future__ import annotations
 
@@ -21,13 +23,15 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-# backbone -> (MMRec's hyper-parameters in motor's names, MMRec test Recall@20, NDCG@20 on ml100k, split "given")
+# backbone -> (MMRec's hyper-parameters in motor's names, MMRec test Recall@20, NDCG@20 on ml100k, split "given").
+# reg_form "mmrec": the backbone's L2 penalty in MMRec's form, the scale MMRec's reg_weight values are on (FREEDOM
+# and BM3 have no such option: their penalties are MMRec's already).
 MMREC = {
-    "bpr": ({"reg_weight": 0.1}, 0.1574, 0.1164),
-    "lightgcn": ({"n_layers": 1, "reg_weight": 1e-2}, 0.1483, 0.1096),
-    "vbpr": ({"reg_weight": 2.0}, 0.1524, 0.1087),
+    "bpr": ({"reg_weight": 0.1, "reg_form": "mmrec"}, 0.1574, 0.1164),
+    "lightgcn": ({"n_layers": 1, "reg_weight": 1e-2, "reg_form": "mmrec"}, 0.1483, 0.1096),
+    "vbpr": ({"reg_weight": 2.0, "reg_form": "mmrec"}, 0.1524, 0.1087),
     "freedom": ({"dropout": 0.8, "reg_weight": 0.0}, 0.1572, 0.1175),
-    "layergcn": ({"n_layers": 4, "dropout": 0.0, "reg_weight": 1e-2}, 0.1169, 0.0898),
+    "layergcn": ({"n_layers": 4, "dropout": 0.0, "reg_weight": 1e-2, "reg_form": "mmrec"}, 0.1169, 0.0898),
     "bm3": ({"n_layers": 1, "reg_weight": 0.1, "dropout": 0.5}, 0.1196, 0.0885),
 }
 BAR = 3.0  # % relative deviation allowed
@@ -54,7 +58,8 @@ def parity_table(backbones, seeds, epochs: int = 1000, patience: int = 20, datas
         ndcg = np.array([r.test["ndcg@20"] for r in results])
         dev_r, dev_n = 100 * (rec.mean() / mm_recall - 1), 100 * (ndcg.mean() / mm_ndcg - 1)
         rows.append({
-            "backbone": bb, "hparams": ", ".join(f"{k}={v:g}" for k, v in hparams.items()), "seeds": len(seeds),
+            "backbone": bb, "hparams": ", ".join(f"{k}={v:g}" if isinstance(v, (int, float)) else f"{k}={v}"
+                                  for k, v in hparams.items()), "seeds": len(seeds),
             "recall@20": rec.mean(), "recall_std": rec.std(ddof=1) if len(rec) > 1 else np.nan,
             "mmrec_recall@20": mm_recall, "recall_dev_%": dev_r,
             "ndcg@20": ndcg.mean(), "ndcg_std": ndcg.std(ddof=1) if len(ndcg) > 1 else np.nan,

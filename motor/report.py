@@ -214,7 +214,13 @@ def main(argv: list[str] | None = None) -> None:
             print(to_html(nb, assets=args.assets))
         return
     cwd = args.cwd or str(Path(args.notebook).parent)
-    out = execute(args.notebook, args.out, dict(args.parameter), cwd=cwd)
+    from papermill.exceptions import PapermillExecutionError
+
+    try:
+        out = execute(args.notebook, args.out, dict(args.parameter), cwd=cwd)
+    except PapermillExecutionError as e:  # one line, not papermill's traceback; the notebook keeps it
+        raise SystemExit(f"{args.notebook} failed in cell {e.exec_count}: {e.ename}: {e.evalue}\n"
+                         f"(the executed notebook with the traceback: {args.out})") from None
     print(out)
     if args.html:
         print(to_html(out, assets=args.assets))

@@ -99,7 +99,7 @@ def token_budget(dataset: str, backbone: str, budgets, seeds, **config) -> pd.Da
         rows.append({"label": label, "n_tokens": kw.get("n_tokens"), "params": res[0].params["total"],
                      "item_params": res[0].params["item"], "recall": recall.mean(),
                      "recall_std": recall.std(ddof=1) if len(recall) > 1 else np.nan, "seeds": len(recall)})
-    out = pd.DataFrame(rows)
+    out = pd.DataFrame(rows).astype({"n_tokens": "Int64"})  # the ID row has none
     out["item_params / ID table"] = out.item_params / out.item_params.iloc[0]
     return out
 
@@ -339,8 +339,8 @@ def describe_comparison(recall: pd.DataFrame, significance: pd.DataFrame | None 
         best, worst = g.loc[g["improvement_%"].idxmax()], g.loc[g["improvement_%"].idxmin()]
         s = (f"**{kind}** has a higher mean test Recall@20 than {baseline} on {len(wins)} of {len(g)} backbones"
              f"{' (' + ', '.join(wins.backbone) + ')' if 0 < len(wins) < len(g) else ''}; "
-             f"largest change {best.backbone} {best['improvement_%']:+.1f} %, smallest {worst.backbone} "
-             f"{worst['improvement_%']:+.1f} %.")
+             f"the change ranges from {worst.backbone} {worst['improvement_%']:+.1f} % to {best.backbone} "
+             f"{best['improvement_%']:+.1f} %.")
         if significance is not None and len(significance):
             t = significance[significance.item_repr == kind]
             up = int(((t.t_pvalue < alpha) & (t.mean_diff > 0)).sum())

@@ -4,6 +4,13 @@ Each propagated layer is refined by its cosine similarity to the ego layer, E^(l
 the output is the sum of the refined layers 1..L. Training uses degree-sensitive edge dropout: each epoch keeps a
 (1 - dropout) sample of the edges drawn with weight 1/sqrt(d_u d_i). BPR loss + L2 on the ego embeddings.
 Defaults (MMRec): dim 64, n_layers 4, dropout 0.1, reg_weight 1e-4 (MMRec grid 1e-2..1e-5).
+Deviation: ``reg_form`` chooses the loss's form. "motor" (default): BPR averaged over the batch + reg_weight x the
+sum of squared ego row norms over B (``losses.l2_reg``). "mmrec": MMRec's LayerGCN loss, BPR summed over the batch
++ reg_weight x half the sum of squares of the ego rows, not divided by B (its ``L2Loss``,
+``losses.half_squared_l2``); ``reg_form="mmrec"`` reproduces it. The "mmrec" loss is B times the "motor" loss at
+half the reg_weight, so under Adam (nearly invariant to the loss's scale) MMRec's reg_weight r acts about like r / 2
+in the "motor" form. MMRec's reg_weight values (its grid, SEARCH_SPACE below) are on MMRec's scale: use them with
+``reg_form="mmrec"``.
 """
 import torch
 from torch import nn
@@ -11,7 +18,7 @@ from torch import nn
 from ..defaults import DIM
 from .base import Backbone
 from .graph import PrunedAdjacency, spmm
-from .losses import joint_bpr_loss, joint_rows
+from .losses import check_reg_form, half_squared_l2, joint_bpr_loss, joint_rows
 
 _EPS = 1e-8  # F.cosine_similarity's default: each norm is clamped at eps
 
@@ -50,18 +57,19 @@ def refine(h: torch.Tensor, ego: torch.Tensor, ego_norm: torch.Tensor | None = N
     return _Refine.apply(h, ego, ego_norm)
 
 
-# Search space (``motor.tune``): MMRec ``LayerGCN.yaml``, 1 x 3 x 4 = 12 points. MMRec's reg_weight scales
-# its ``L2Loss`` (half the squared norms, not divided by the batch size), this file's the squared norms / B:
-# the same value is about B / 2 times weaker here.
+# Search space (``motor.tune``): MMRec ``LayerGCN.yaml``, 1 x 3 x 4 = 12 points. The reg_weight values are on
+# MMRec's scale (``reg_form="mmrec"``); in the default "motor" form a value acts about like twice that value in
+# MMRec's (see the deviation above).
 SEARCH_SPACE = {"n_layers": [4], "dropout": [0.0, 0.1, 0.2], "reg_weight": [1e-2, 1e-3, 1e-4, 1e-5]}
 
 
 class LayerGCN(Backbone):
     def __init__(self, dataset, item_repr: nn.Module, dim: int = DIM, n_layers: int = 4, dropout: float = 0.1,
-                 reg_weight: float = 1e-4):
+                 reg_weight: float = 1e-4, reg_form: str = "motor"):
         super().__init__(dataset.n_users, dataset.n_items, item_repr, dim)
         self.user_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(dataset.n_users, dim)))
         self.n_layers, self.dropout, self.reg_weight = n_layers, dropout, reg_weight
+        self.mmrec_loss = check_reg_form("LayerGCN", reg_form) == "mmrec"
         self.graph = PrunedAdjacency(dataset.train, dropout)
 
     def on_epoch_start(self, generator):
@@ -83,4 +91,7 @@ class LayerGCN(Backbone):
     def loss(self, users, pos, neg):
         ego, out = self._forward(self.graph.pruned)
         rows = joint_rows(self.n_users, users, pos, neg)
+        if self.mmrec_loss:  # MMRec's: summed BPR + reg_weight x half the squared norms
+            return joint_bpr_loss(out.index_select(0, rows), ego.index_select(0, rows), self.reg_weight,
+                                  half_squared_l2, bpr_sum=True)
         return joint_bpr_loss(out.index_select(0, rows), ego.index_select(0, rows), self.reg_weight)

@@ -3,6 +3,11 @@ SIGIR 2020.
 
 E^(l+1) = D^-1/2 A D^-1/2 E^(l); final embedding = mean over layers 0..L; BPR loss + L2 on the ego embeddings.
 Defaults (MMRec): dim 64, n_layers 2, reg_weight 1e-4.
+Deviation: ``reg_form`` chooses the L2 term on the batch's ego rows. "motor" (default): the sum of squared row
+norms over B (``losses.l2_reg``). "mmrec": MMRec's ``EmbLoss``, the unsquared Frobenius norms of the three (B, d)
+ego batch matrices added and divided by B (``losses.emb_loss``), far weaker at the same reg_weight;
+``reg_form="mmrec"`` reproduces MMRec's loss (up to its BPR's 1e-10 inside the log). MMRec's reg_weight values
+(its grid, SEARCH_SPACE below) are on MMRec's scale: use them with ``reg_form="mmrec"``.
 """
 import torch
 from torch import nn
@@ -10,19 +15,21 @@ from torch import nn
 from ..defaults import DIM
 from .base import Backbone
 from .graph import layer_mean, layer_mean_rows, normalized_adjacency
-from .losses import joint_bpr_loss, joint_rows
+from .losses import check_reg_form, emb_loss, joint_bpr_loss, joint_rows, l2_reg
 
-# Search space (``motor.tune``): MMRec ``LightGCN.yaml``, 4 x 5 = 20 points. MMRec's reg_weight scales its
-# ``EmbLoss`` (unsquared Frobenius norms / B), this file's the squared norms / B: equal values are not
-# equal regularisation (measured for BPR, see bpr.py).
+# Search space (``motor.tune``): MMRec ``LightGCN.yaml``, 4 x 5 = 20 points. The reg_weight values are on MMRec's
+# scale (its ``EmbLoss``, ``reg_form="mmrec"``); with the default "motor" form equal values are not equal
+# regularisation (measured for BPR, see bpr.py).
 SEARCH_SPACE = {"n_layers": [1, 2, 3, 4], "reg_weight": [1e-2, 1e-3, 1e-4, 1e-5, 1e-6]}
 
 
 class LightGCN(Backbone):
-    def __init__(self, dataset, item_repr: nn.Module, dim: int = DIM, n_layers: int = 2, reg_weight: float = 1e-4):
+    def __init__(self, dataset, item_repr: nn.Module, dim: int = DIM, n_layers: int = 2, reg_weight: float = 1e-4,
+                 reg_form: str = "motor"):
         super().__init__(dataset.n_users, dataset.n_items, item_repr, dim)
         self.user_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(dataset.n_users, dim)))
         self.n_layers, self.reg_weight = n_layers, reg_weight
+        self.penalty = emb_loss if check_reg_form("LightGCN", reg_form) == "mmrec" else l2_reg
         self.register_buffer("adj", normalized_adjacency(dataset.train), persistent=False)
 
     def ego(self):
@@ -34,4 +41,5 @@ class LightGCN(Backbone):
 
     def loss(self, users, pos, neg):
         rows = joint_rows(self.n_users, users, pos, neg)  # only the batch rows of the layer mean are formed
-        return joint_bpr_loss(*layer_mean_rows(self.adj, self.ego(), self.n_layers, rows), self.reg_weight)
+        out_rows, ego_rows = layer_mean_rows(self.adj, self.ego(), self.n_layers, rows)
+        return joint_bpr_loss(out_rows, ego_rows, self.reg_weight, self.penalty)

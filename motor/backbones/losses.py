@@ -1,6 +1,6 @@
-"""Losses and the small kernels backbones share: BPR (fused), InfoNCE (fused), row normalisation, dropout masks,
-row gathers. Each hand-written backward is tested against the torch expression it replaces
-(``tests/test_building_blocks.py``)."""
+"""Losses and the small kernels backbones share: BPR (fused), InfoNCE (fused), L2 penalties (motor's and
+MMRec's), row normalisation, dropout masks, row gathers. Each hand-written backward is tested against the torch
+expression it replaces (``tests/test_building_blocks.py``)."""
 from __future__ import annotations
 
 import torch
@@ -92,10 +92,15 @@ def joint_rows(n_users: int, users: torch.Tensor, pos: torch.Tensor, neg: torch.
     return torch.cat([users, pos + n_users, neg + n_users])
 
 
-def joint_bpr_loss(out_rows: torch.Tensor, ego_rows: torch.Tensor, reg_weight: float) -> torch.Tensor:
-    """BPR on the :func:`joint_rows` rows of a joint [users; items] output plus ``reg_weight`` x L2 on the same
-    rows of the ego matrix (LightGCN, LayerGCN)."""
-    return bpr_triplet_loss(*out_rows.chunk(3)) + reg_weight * l2_reg(*ego_rows.chunk(3))
+def joint_bpr_loss(out_rows: torch.Tensor, ego_rows: torch.Tensor, reg_weight: float, penalty=None,
+                   bpr_sum: bool = False) -> torch.Tensor:
+    """BPR on the :func:`joint_rows` rows of a joint [users; items] output plus ``reg_weight`` x ``penalty`` (default
+    :func:`l2_reg`) on the same rows of the ego matrix (LightGCN, LayerGCN). ``bpr_sum``: the BPR term summed over
+    the batch instead of averaged (MMRec's LayerGCN)."""
+    bpr = bpr_triplet_loss(*out_rows.chunk(3))
+    if bpr_sum:
+        bpr = bpr * (out_rows.shape[0] // 3)
+    return bpr + reg_weight * (penalty or l2_reg)(*ego_rows.chunk(3))
 
 
 def bpr_loss(pos_scores: torch.Tensor, neg_scores: torch.Tensor) -> torch.Tensor:
@@ -128,6 +133,33 @@ def bpr_triplet_loss(u: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> t
     return _BPRTriplet.apply(u, pos, neg)
 
 
+# ``reg_form`` hyper-parameter of BPR, LightGCN, VBPR and LayerGCN: which L2 penalty ``reg_weight`` scales.
+# "motor": :func:`l2_reg` (the default); "mmrec": MMRec's penalty for that backbone (:func:`emb_loss` for BPR,
+# LightGCN and VBPR; summed BPR + :func:`half_squared_l2` for LayerGCN), so MMRec's reg_weight values carry over.
+REG_FORMS = ("motor", "mmrec")
+
+
+def check_reg_form(backbone: str, reg_form: str) -> str:
+    """``reg_form`` if it is one of :data:`REG_FORMS`, else a ValueError naming the backbone and the fix."""
+    if reg_form not in REG_FORMS:
+        raise ValueError(f"{backbone}: reg_form must be one of {list(REG_FORMS)} (RunConfig.hparams['reg_form']), "
+                         f"got {reg_form!r}")
+    return reg_form
+
+
 def l2_reg(*tensors: torch.Tensor) -> torch.Tensor:
-    """Sum of squared L2 norms divided by the batch size (MMRec's EmbLoss convention)."""
+    """Sum of the squared L2 norms of all rows, divided by the first tensor's row count (the batch size): motor's
+    penalty (``reg_form="motor"``). Not MMRec's: see :func:`emb_loss` and :func:`half_squared_l2`."""
     return sum(t.pow(2).sum() for t in tensors) / tensors[0].shape[0]
+
+
+def emb_loss(*tensors: torch.Tensor) -> torch.Tensor:
+    """MMRec's ``EmbLoss`` (its BPR, LightGCN, VBPR and BM3): the sum of the tensors' unsquared Frobenius norms,
+    divided by the last tensor's row count (the batch size for (B, d) batch rows). Its gradient on a (B, d) matrix
+    E is E / (|E|_F B), against :func:`l2_reg`'s 2 E / B: far weaker at the same weight once |E|_F > 1/2."""
+    return sum(t.norm() for t in tensors) / tensors[-1].shape[0]
+
+
+def half_squared_l2(*tensors: torch.Tensor) -> torch.Tensor:
+    """MMRec's ``L2Loss`` (its LayerGCN): half the sum of squares of all entries, not divided by the batch size."""
+    return 0.5 * sum(t.pow(2).sum() for t in tensors)

@@ -3,6 +3,11 @@
 Item vector = [r_i || W f_i] where r_i comes from the item representation and f_i = concat of the item's modality
 features (text, image, ...); the user vector is twice as wide ([gamma_u || theta_u]), as in MMRec. BPR loss + L2.
 Defaults (MMRec): dim 64 (item representation) + 64 (content projection), reg_weight 1e-4.
+Deviation: ``reg_form`` chooses the L2 term on the batch's user and (full, concatenated) item vectors. "motor"
+(default): the sum of squared row norms over B (``losses.l2_reg``). "mmrec": MMRec's ``EmbLoss``, the unsquared
+Frobenius norms of the three (B, 2d) batch matrices added and divided by B (``losses.emb_loss``), far weaker at the
+same reg_weight; ``reg_form="mmrec"`` reproduces MMRec's loss (up to its BPR's 1e-10 inside the log). MMRec's
+reg_weight values (its grid, SEARCH_SPACE below) are on MMRec's scale: use them with ``reg_form="mmrec"``.
 """
 import torch
 from torch import nn
@@ -10,22 +15,24 @@ from torch import nn
 from ..defaults import DIM
 from .base import Backbone
 from .features import project, project_rows, stacked_features
-from .losses import bpr_triplet_loss, l2_reg
+from .losses import bpr_triplet_loss, check_reg_form, emb_loss, l2_reg
 
-# Search space (``motor.tune``): MMRec ``VBPR.yaml``, 7 points. MMRec's reg_weight scales its ``EmbLoss``
-# (unsquared Frobenius norms / B), this file's the squared norms / B: equal values are not equal
-# regularisation (measured for BPR, see bpr.py).
+# Search space (``motor.tune``): MMRec ``VBPR.yaml``, 7 points. The values are on MMRec's scale (its ``EmbLoss``,
+# ``reg_form="mmrec"``); with the default "motor" form equal values are not equal regularisation (measured for
+# BPR, see bpr.py).
 SEARCH_SPACE = {"reg_weight": [2.0, 1.0, 1e-1, 1e-2, 1e-3, 1e-4, 1e-5]}
 
 
 class VBPR(Backbone):
-    def __init__(self, dataset, item_repr: nn.Module, dim: int = DIM, reg_weight: float = 1e-4):
+    def __init__(self, dataset, item_repr: nn.Module, dim: int = DIM, reg_weight: float = 1e-4,
+                 reg_form: str = "motor"):
         super().__init__(dataset.n_users, dataset.n_items, item_repr, dim)
         self.user_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(dataset.n_users, 2 * dim)))
         self.register_buffer("features", stacked_features(dataset), persistent=False)
         self.proj = nn.Linear(self.features.shape[1], dim)
         nn.init.xavier_uniform_(self.proj.weight)
         self.reg_weight = reg_weight
+        self.penalty = emb_loss if check_reg_form("VBPR", reg_form) == "mmrec" else l2_reg
 
     def items(self, index=None):
         content = project(self.proj, self.features) if index is None else project_rows(self.proj, self.features, index)
@@ -38,4 +45,4 @@ class VBPR(Backbone):
         u = self.user_emb.index_select(0, users)
         items = self.items(torch.cat([pos, neg]))
         ip, ineg = items[: len(pos)], items[len(pos):]
-        return bpr_triplet_loss(u, ip, ineg) + self.reg_weight * l2_reg(u, ip, ineg)
+        return bpr_triplet_loss(u, ip, ineg) + self.reg_weight * self.penalty(u, ip, ineg)
