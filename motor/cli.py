@@ -189,13 +189,14 @@ def _compare(args) -> int:
 
 def _runs(args) -> int:
     from .analysis import compare_table, main_runs
-    from .runs import load, runs_dir
+    from .runs import load, reference_dir, runs_dir
 
-    root = Path(args.registry) if args.registry else runs_dir()
-    everything = load(root)
+    root = Path(args.registry) if args.registry else None
+    everything = load(root)  # default: the user's registry, then the committed reference runs it lacks
     df = main_runs(everything, variant=args.variant)
     if df.empty:
-        print(f"no runs {'of variant ' + repr(args.variant) + ' ' if args.variant else ''}saved under {root}"
+        where = root or (runs_dir() if reference_dir() is None else f"{runs_dir()} or {reference_dir()}")
+        print(f"no runs {'of variant ' + repr(args.variant) + ' ' if args.variant else ''}saved under {where}"
               + ("" if args.registry else "; the committed results: python -m motor runs --registry reports/runs"))
     else:
         m, k = args.metric.split("@")

@@ -135,7 +135,7 @@ def _model_and_data(run, device: str | None):
 def _mtime(run_id: str) -> float:
     from . import runs
 
-    path = runs.run_path(run_id) / "metrics.json"
+    path = runs.locate(run_id) / "metrics.json"
     return path.stat().st_mtime if path.is_file() else 0.0
 
 
@@ -148,7 +148,7 @@ def _registry_model(root: str, run_id: str, mtime: float):
     from .experiment import build_model, config_from_dict
 
     cfg = config_from_dict(runs.read(run_id)["config"])
-    path = runs.run_path(run_id) / "model_state.npz"
+    path = runs.locate(run_id) / "model_state.npz"
     if not path.is_file():
         raise FileNotFoundError(
             f"run {run_id!r} under {root} was saved without its weights ({path.name}), so it cannot be rebuilt. "

@@ -4,6 +4,10 @@
 (git-ignored) for a source checkout, ``~/.motor/runs`` for an installed package. A user's runs therefore never touch
 tracked files. The committed results live in ``reports/runs/``: ``make reports`` sets ``MOTOR_RUNS=reports/runs``,
 and ``MOTOR_RUNS=reports/runs python -m motor runs`` (or ``--registry reports/runs``) reads them.
+When ``MOTOR_RUNS`` is not set, a source checkout also *reads* the committed results as a reference registry
+(:func:`reference_dir`): :func:`exists`, :func:`read` and :func:`load` fall back to it for runs the user's registry
+lacks, so the comparison notebooks opened in JupyterLab tabulate the committed runs instead of training them
+again. Nothing is ever written there except by ``make reports``.
 All writes are atomic. :func:`load` returns every saved run as one tidy DataFrame
 (run_id, dataset, split, split_seed, backbone, item_repr, modalities, n_tokens, seed, variant, eval_split, bucket,
 metric, k, value); ``variant`` names any non-default hparams / tcn / tokenizer settings, a split seed other than 0
@@ -54,6 +58,34 @@ def runs_dir() -> Path:
     if (repo / "pyproject.toml").is_file():
         return repo / "runs"
     return Path.home() / ".motor" / "runs"
+
+
+def reference_dir() -> Path | None:
+    """The committed registry (``reports/runs`` of a source checkout), read-only, consulted when ``MOTOR_RUNS`` is
+    not set; ``None`` when it does not exist or is the user's registry itself. ``MOTOR_REFERENCE_RUNS`` overrides
+    it (a folder, or empty for none)."""
+    env = os.environ.get("MOTOR_REFERENCE_RUNS")
+    if env is not None:
+        ref = Path(env).expanduser() if env else None
+    elif os.environ.get("MOTOR_RUNS"):
+        return None  # an explicit registry (tests, make reports, Ray workers) is read alone
+    else:
+        ref = Path(__file__).resolve().parent.parent / "reports" / "runs"
+    if ref is None or not ref.is_dir() or ref.resolve() == runs_dir().expanduser().resolve():
+        return None
+    return ref
+
+
+def locate(run_id: str) -> Path:
+    """The folder a saved run is read from: the user's registry (:func:`run_path`) when the run is complete there,
+    else the reference registry's (:func:`reference_dir`) when complete there, else :func:`run_path`."""
+    folder = run_path(run_id)
+    if (folder / "metrics.json").is_file():
+        return folder
+    ref = reference_dir()
+    if ref is not None and (ref / run_id / "metrics.json").is_file():
+        return ref / run_id
+    return folder
 
 
 class RunReadError(ValueError):
@@ -177,14 +209,16 @@ def _write_run(folder: Path, result, model_state: dict[str, np.ndarray] | None) 
 
 
 def exists(run_id: str) -> bool:
-    return (run_path(run_id) / "metrics.json").is_file()
+    """Whether run ``run_id`` is complete in the user's registry or the reference registry."""
+    return (locate(run_id) / "metrics.json").is_file()
 
 
 def read(run_id: str) -> dict:
     """Everything saved for one run: config, metrics, history, buckets, per_user (test), item_vectors if saved."""
-    folder = run_path(run_id)
+    folder = locate(run_id)
     if not (folder / "metrics.json").is_file():
-        raise FileNotFoundError(f"no complete run {run_id!r} under {runs_dir()}")
+        where = runs_dir() if reference_dir() is None else f"{runs_dir()} or {reference_dir()}"
+        raise FileNotFoundError(f"no complete run {run_id!r} under {where}")
     path = folder / "metrics.json"
     try:
         out = _read_json(path)
@@ -240,10 +274,16 @@ def _split_metric(name: str) -> tuple[str, int | None]:
 
 
 def load(root: str | os.PathLike | None = None) -> pd.DataFrame:
-    """All complete runs as one tidy DataFrame (one row per run x eval split x bucket x metric)."""
+    """All complete runs as one tidy DataFrame (one row per run x eval split x bucket x metric). ``root``: that
+    folder alone; default: the user's registry plus the reference registry's runs it does not hold."""
     base = Path(root) if root else runs_dir()
+    files = sorted(base.glob("*/metrics.json")) if base.is_dir() else []
+    ref = None if root else reference_dir()
+    if ref is not None:
+        own = {f.parent.name for f in files}
+        files += sorted(f for f in ref.glob("*/metrics.json") if f.parent.name not in own)
     rows, skipped = [], []
-    for mfile in sorted(base.glob("*/metrics.json")) if base.is_dir() else []:
+    for mfile in files:
         try:
             rows.extend(_rows(mfile.parent))
         except Exception as exc:  # one damaged folder must not hide the others

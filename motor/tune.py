@@ -256,7 +256,7 @@ def _registry_meta(run_id: str) -> dict:
     """A saved run's metrics.json without its test metrics (selection never sees them)."""
     from . import runs
 
-    meta = json.loads((runs.run_path(run_id) / "metrics.json").read_text())
+    meta = json.loads((runs.locate(run_id) / "metrics.json").read_text())
     meta.pop("test", None)
     return meta
 
@@ -265,7 +265,7 @@ def _test_metrics(run_id: str) -> dict:
     """Test metrics of one run: read only for the selected configurations."""
     from . import runs
 
-    return json.loads((runs.run_path(run_id) / "metrics.json").read_text())["test"]
+    return json.loads((runs.locate(run_id) / "metrics.json").read_text())["test"]
 
 
 def tune(dataset: str | Sequence[str], backbone: str | Sequence[str], item_repr: str | Sequence[str] = "ms",
