@@ -52,14 +52,8 @@ bench: $(STAMP)
 clean:
 	rm -rf $(VENV) .cache .pytest_cache
 
-# Full-mode executed notebooks for the reports (long: reuses the run registry, trains what it lacks).
-REPORT_DATASETS ?= scientific ml100k
-NOTEBOOKS := $(sort $(wildcard notebooks/0*.ipynb))
+# Full-mode executed notebooks, HTML pages, screenshots and reports/README.md (long: reuses the committed run
+# registry reports/runs and trains what it lacks). Options: reports/build.py --help.
 reports: export MOTOR_RUNS = $(CURDIR)/reports/runs
 reports: $(STAMP)
-	@for d in $(REPORT_DATASETS); do mkdir -p reports/$$d; for nb in $(NOTEBOOKS); do \
-		out=reports/$$d/$$(basename $$nb); \
-		$(TRAIN_ENV) $(VENV)/bin/papermill -k python3 --cwd notebooks $$nb $$out -p dataset $$d -p fast False || exit 1; \
-		$(PY) -m motor.report html $$out --assets reports/assets >/dev/null || exit 1; \
-	done; done
-	$(PY) reports/update_readme.py
+	$(TRAIN_ENV) $(PY) reports/build.py

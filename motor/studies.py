@@ -398,3 +398,18 @@ def describe_neighbours(table: pd.DataFrame) -> Finding:
     n = int(table.of_positions.iloc[0])
     parts = [f"{name}: {v:.2f}" for name, v in table.mean_shared_tokens.items()]
     return Finding(f"Tokens (of {n} positions) an item shares on average with — " + "; ".join(parts) + ".")
+
+
+def curves_against_id(result, device: str | None = None) -> pd.DataFrame | None:
+    """Learning curves (:func:`motor.analysis.learning_curves`) of ``result`` next to the ID model of the same
+    configuration (reused from the registry when saved, trained otherwise); None when ``result`` is an ID run."""
+    from .analysis import learning_curves
+    from .experiment import RunConfig, run
+
+    cfg = {k: v for k, v in result.config.items() if k in RunConfig.__dataclass_fields__}
+    if cfg["item_repr"] == "id":
+        return None
+    if device is not None:
+        cfg["device"] = device
+    base = run(RunConfig(**{**cfg, "item_repr": "id", "tcn": {}}), reuse=True, progress=False, keep_model=False)
+    return learning_curves({"id": base, cfg["item_repr"]: result})

@@ -21,7 +21,11 @@ ROOT = HERE.parent
 DATASETS = ("scientific", "ml100k")
 # parameters beyond dataset and fast=False, per notebook (every dataset) and per (dataset, notebook)
 PARAMETERS = {"03_compare": {"train_missing": False}}  # 03 tabulates the registry; it trains nothing
-PER_DATASET = {("ml100k", "05_ablation"): {"seeds": [0]}}  # one seed: ml100k's ablation runs are slow
+PER_DATASET = {
+    ("ml100k", "05_ablation"): {"seeds": [0]},  # one seed: ml100k's ablation runs are slow
+    # ml100k is dense (106 interactions per user): thinned further, and for the two cheapest backbones
+    ("ml100k", "08_sparsity"): {"backbones": ["lightgcn", "bpr"], "keeps": [1.0, 0.2, 0.1, 0.05]},
+}
 
 
 def parameters(dataset: str, notebook: str) -> dict:
