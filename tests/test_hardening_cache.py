@@ -94,6 +94,12 @@ def test_modalities_as_a_string_is_a_clear_error(small_synth):
 # ------------------------------------------------------------------------------------------ point 2: cache entries
 
 
+@pytest.fixture(autouse=True)
+def _fresh_cache(tmp_path, monkeypatch):
+    # every test finds its own cache entries by listing the cache folder: it must hold no other test's files
+    monkeypatch.setenv("MOTOR_CACHE", str(tmp_path / "cache"))
+
+
 def _knn_case(tmp_path):
     x = np.random.default_rng(1).normal(size=(60, 8)).astype(np.float32)
     graph = cached_knn_graph(x, k=5)  # writes the cache entry
