@@ -1,10 +1,11 @@
 """Rewrite the generated blocks of reports/README.md: between the ``registry`` markers the headline table (test
 Recall@20 / NDCG@20, mean ± std over seeds, from ``motor.runs.load()``) and the cells with fewer than three seeds
 or not run; between the ``findings`` markers the sentences each executed notebook computed from its results (the
-output of its ``studies.describe_*`` cell), and the screenshot of every page. Run after the reports are
-regenerated: ``python reports/update_readme.py`` (``reports/build.py`` does).
+output of its ``studies.describe_*`` / ``analysis.describe_*`` cells), and the screenshot of every page. Run
+after the reports are regenerated: ``python reports/update_readme.py`` (``reports/build.py`` does).
 """
 import json
+import re
 from pathlib import Path
 
 from motor import runs
@@ -36,10 +37,11 @@ def registry_block(datasets=("ml100k", "scientific")) -> str:
 
 
 def notebook_findings(notebook: Path) -> list[str]:
-    """The markdown outputs of the notebook's ``studies.describe_*`` cells (what its results say, in numbers)."""
+    """The markdown outputs of the notebook's ``studies.describe_*`` and ``analysis.describe_*``
+    cells (what its results say, in numbers)."""
     out = []
     for cell in json.loads(notebook.read_text())["cells"]:
-        if cell["cell_type"] == "code" and "studies.describe_" in "".join(cell["source"]):
+        if cell["cell_type"] == "code" and re.search(r"\b(studies|analysis)\.describe_", "".join(cell["source"])):
             out += ["".join(o["data"]["text/markdown"]) for o in cell.get("outputs", [])
                     if "text/markdown" in o.get("data", {})]
     return out
