@@ -152,6 +152,42 @@ def test_info_nce_equals_cross_entropy_in_value_and_gradient():
     assert torch.isfinite(big)
 
 
+@pytest.mark.parametrize("normalize", [False, True])
+@pytest.mark.parametrize("n_distinct", [(12, 20), (60, 60)])  # many repeats (grouped form) / few (batch form)
+def test_info_nce_rows_equals_batch_cross_entropy_with_repeated_rows(normalize, n_distinct):
+    """The distinct-row InfoNCE equals the (n, n) batch cross-entropy in value and gradient, repeated positives
+    included as in-batch negatives, for rows and columns indexing different tables."""
+    from motor.backbones.losses import info_nce_rows
+
+    torch.manual_seed(0)
+    a = torch.randn(70, 8, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(90, 8, dtype=torch.float64, requires_grad=True)
+    rows = torch.randint(0, n_distinct[0], (64,)) * 5 % 70
+    cols = torch.randint(0, n_distinct[1], (64,))
+    cols[:4] = cols[0]  # the first positive repeated: its copies are negatives of each other
+    got = info_nce_rows(a, b, rows, cols, 0.3, normalize=normalize)
+    ga, gb = torch.autograd.grad(got * 3, (a, b))
+    f = torch.nn.functional.normalize if normalize else (lambda x, dim: x)
+    want = torch.nn.functional.cross_entropy((f(a[rows], dim=1) / 0.3) @ f(b[cols], dim=1).T, torch.arange(64))
+    wa, wb = torch.autograd.grad(want * 3, (a, b))
+    torch.testing.assert_close(got, want)
+    torch.testing.assert_close(ga, wa)
+    torch.testing.assert_close(gb, wb)
+
+
+def test_grouped_info_nce_takes_the_grouped_form_when_rows_repeat(monkeypatch):
+    """With many repeats only the (U, V) logits are formed (the batch form is never called)."""
+    from motor.backbones import losses
+
+    def fail(*args):
+        raise AssertionError("batch form used")
+
+    a, b = torch.randn(5, 4), torch.randn(6, 4)
+    index = torch.randint(0, 5, (100,))
+    monkeypatch.setattr(losses, "info_nce", fail)
+    assert torch.isfinite(losses.grouped_info_nce(a, b, index, index, 0.2))
+
+
 def test_csr_mm_equals_dense_product_with_empty_rows_and_both_dtypes():
     from motor.sparse import csr_mm
 

@@ -55,6 +55,62 @@ def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tens
     return _DiagonalCrossEntropy.apply(logits)
 
 
+class _GroupedDiagonalCrossEntropy(torch.autograd.Function):
+    """:class:`_DiagonalCrossEntropy` of the (n, n) batch logits ``L[rows][:, cols]`` computed from the (U, V)
+    logits ``L`` of the distinct rows and columns: row i of the batch is row ``rows[i]`` of L, its positive is column
+    ``cols[i]``, and the batch's n columns are the V distinct ones repeated ``count_v`` times, so
+    logsumexp_j z_ij = log sum_v count_v exp(L[rows[i], v]). Same loss and gradients as the batch form (up to the
+    order of float sums), with U x V exponentials instead of n x n."""
+
+    @staticmethod
+    def forward(ctx, logits, rows, cols):
+        n = rows.shape[0]
+        count = torch.bincount(cols, minlength=logits.shape[1]).to(logits.dtype)
+        mult = torch.bincount(rows, minlength=logits.shape[0]).to(logits.dtype)
+        top = logits.amax(1, keepdim=True)
+        prob = (logits - top).clamp_(min=-80.0).exp_().mul_(count)  # see _DiagonalCrossEntropy for the clamp
+        total = prob.sum(1, keepdim=True)
+        lse = (total.log() + top).squeeze(1)
+        loss = (torch.dot(mult, lse) - logits[rows, cols].sum()) / n
+        ctx.save_for_backward(prob.div_(total), mult, rows, cols)
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad):
+        prob, mult, rows, cols = ctx.saved_tensors
+        scale = grad / rows.shape[0]
+        out = prob.mul_((mult * scale).unsqueeze(1))  # the saved softmax is used once: scaled in place
+        out.index_put_((rows, cols), (-scale).expand(rows.shape[0]), accumulate=True)
+        return out, None, None
+
+
+def grouped_info_nce(a: torch.Tensor, b: torch.Tensor, a_index: torch.Tensor, b_index: torch.Tensor,
+                     temperature: float) -> torch.Tensor:
+    """``info_nce(a[a_index], b[b_index], temperature)`` where ``a`` and ``b`` hold distinct rows and the batch
+    repeats them (a batch of 2048 draws from ml100k's 943 users and 1,682 items holds a few hundred distinct ones).
+
+    Only the distinct (U, V) logits are formed when that is cheaper than the (n, n) batch form; repeated columns
+    enter the softmax with their multiplicity, so duplicates of the positive stay in-batch negatives exactly as
+    in the batch form (MMRec's)."""
+    n = a_index.shape[0]
+    if a.shape[0] * b.shape[0] > 0.6 * n * n:  # few repeats: the batch form is as cheap and skips the gathers
+        return info_nce(a.index_select(0, a_index), b.index_select(0, b_index), temperature)
+    logits = (a / temperature) @ b.T
+    return _GroupedDiagonalCrossEntropy.apply(logits, a_index, b_index)
+
+
+def info_nce_rows(a: torch.Tensor, b: torch.Tensor, a_rows: torch.Tensor, b_rows: torch.Tensor,
+                  temperature: float, normalize: bool = False) -> torch.Tensor:
+    """``info_nce(f(a[a_rows]), f(b[b_rows]), temperature)``, f = :func:`normalize_rows` when ``normalize`` else
+    the identity, computed on the distinct rows of ``a_rows`` and ``b_rows`` (:func:`grouped_info_nce`)."""
+    ua, ia = torch.unique(a_rows, return_inverse=True)
+    ub, ib = torch.unique(b_rows, return_inverse=True)
+    a, b = a.index_select(0, ua), b.index_select(0, ub)
+    if normalize:
+        a, b = normalize_rows(a), normalize_rows(b)
+    return grouped_info_nce(a, b, ia, ib, temperature)
+
+
 class _NormalizeRows(torch.autograd.Function):
     """y = x / max(|x|, eps) per row (``F.normalize(x, dim=1)``) with a hand-written backward:
     dx = (dy - y (y . dy)) / |x| where |x| > eps, else dy / eps. Autograd's version (norm, clamp, expand,

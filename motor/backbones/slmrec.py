@@ -29,7 +29,7 @@ from ..defaults import DIM
 from .base import MultimodalBackbone
 from .features import project
 from .graph import layer_mean, normalized_adjacency, propagate
-from .losses import info_nce, normalize_rows
+from .losses import grouped_info_nce, info_nce_rows
 
 SSL_TASKS = ("FAC", "FD", "FM")
 
@@ -98,10 +98,10 @@ class SLMRec(MultimodalBackbone):
         items_in = self.branch_items()
         branches = [self.branch(x) for x in items_in]
         u, i = self.fuse(branches)
-        main = info_nce(normalize_rows(u.index_select(0, users)), normalize_rows(i.index_select(0, pos)),
-                        self.temp)
+        main = info_nce_rows(u, i, users, pos, self.temp, normalize=True)
         if self.ssl_task == "FAC":
-            ssl = self.fac([b.index_select(0, pos + self.n_users) for b in branches])
+            distinct, inverse = torch.unique(pos, return_inverse=True)
+            ssl = self.fac([b.index_select(0, distinct + self.n_users) for b in branches], inverse)
         elif self.ssl_task == "FD":
             ssl = self.contrast_views(users, pos, [self.branch(x, self.dropout_rate) for x in items_in],
                                       [self.branch(x, self.dropout_rate) for x in items_in])
@@ -115,17 +115,17 @@ class SLMRec(MultimodalBackbone):
         zeros = torch.zeros(self.n_items, self.dim, device=self.user_emb.device)
         return [self.branch(zeros) if j == k else b for j, b in enumerate(branches)]
 
-    def fac(self, item_branches: list[torch.Tensor]) -> torch.Tensor:
-        """Fine-and-coarse alignment of the ID branch with each modality branch (batch items)."""
+    def fac(self, item_branches: list[torch.Tensor], index: torch.Tensor) -> torch.Tensor:
+        """Fine-and-coarse alignment of the ID branch with each modality branch over the batch items
+        ``rows[index]``, where ``item_branches`` hold the distinct batch items' rows (maps applied once each)."""
         z, total = item_branches[0], 0.0
         for chain, modal, x in zip(self.fac_chain, self.fac_modal, item_branches[1:]):
             z = chain(z)
-            total = total + info_nce(z, modal(x), self.ssl_temp)
+            total = total + grouped_info_nce(z, modal(x), index, index, self.ssl_temp)
         return total
 
     def contrast_views(self, users, pos, view1: list[torch.Tensor], view2: list[torch.Tensor]) -> torch.Tensor:
         """InfoNCE between two views' normalised fused users (batch users) and items (batch positives)."""
         (u1, i1), (u2, i2) = self.fuse(view1), self.fuse(view2)
-        u1, u2, i1, i2 = (normalize_rows(x.index_select(0, rows))
-                          for x, rows in ((u1, users), (u2, users), (i1, pos), (i2, pos)))
-        return info_nce(u1, u2, self.ssl_temp) + info_nce(i1, i2, self.ssl_temp)
+        return (info_nce_rows(u1, u2, users, users, self.ssl_temp, normalize=True)
+                + info_nce_rows(i1, i2, pos, pos, self.ssl_temp, normalize=True))
