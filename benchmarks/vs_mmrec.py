@@ -26,6 +26,12 @@ interactions (``--baby5 DIR`` with ``train.json``, ``val.json``, ``test.json``; 
 github:sunflower82/Neighbor-Layer-Hypergraph-CL-for-MMHCL-ready-for-implementation at a553f39) with random features
 of Baby's shapes: speed only.
 
+Features (``--features``, default ``both``): MMRec trains the raw feature matrices of FREEDOM, BM3 and MGCN
+(``nn.Embedding.from_pretrained(freeze=False)``), motor freezes them by default. Those three models are compared like
+for like, one row per pair: "(trained features)" is motor with ``train_features=True`` against MMRec as it is;
+"(frozen features)" is motor's default against a second copy, ``WORK/MMRec-frozen-features``, which also gets patch
+P8 (``freeze=False`` -> ``freeze=True`` in those three models, nothing else). Other models have one row.
+
 Clocks: MMRec's own trainer clock (the training time it logs per epoch, which includes its negative sampling) and
 the process CPU time of the same interval; motor's trainer ``train_seconds`` and the CPU time of the epoch minus
 that of its evaluation. "eval" is one full-ranking pass over the valid users (MMRec also evaluates the test users
@@ -79,6 +85,9 @@ DEFAULT_MODELS = ["BPR", "LightGCN", "VBPR", "LayerGCN", "BM3", "FREEDOM", "MGCN
 EPOCHS = {"GRCN": 3, "SLMRec": 4, "MGCN": 5}
 EPOCHS_LARGE = 4
 SIDES = ("mmrec", "motor-id", "motor-ms")
+# models whose raw feature matrices MMRec trains: compared with both trained and frozen features (``--features``)
+FEATURE_MODELS = ("FREEDOM", "BM3", "MGCN")
+FEATURE_MODES = ("trained", "frozen")
 
 # The compatibility patches: (id, file under src/, original text, patched text, occurrences).
 P3_FILES = ["common/encoders.py", "models/lightgcn.py", "models/freedom.py", "models/bm3.py", "models/layergcn.py",
@@ -121,6 +130,11 @@ PATCHES = [
      "        deg = torch.zeros(num_nodes, dtype=edge_weight.dtype, device=edge_weight.device)"
      ".scatter_add_(0, row, edge_weight)", 1),
 ]
+# P8, only in the frozen-features copy: MMRec's raw feature matrices frozen (motor's default), image and text
+FROZEN_FEATURES_PATCHES = [
+    ("P8", f"models/{m.lower()}.py", "freeze=False)\n", "freeze=True)  # [motor patch P8]\n", 2)
+    for m in FEATURE_MODELS
+]
 
 
 def say(msg: str) -> None:
@@ -130,10 +144,11 @@ def say(msg: str) -> None:
 # ------------------------------------------------------------------------------------------------ setup
 
 
-def patch_mmrec(root: Path) -> None:
-    """Apply P1-P7 to the MMRec copy ``root`` (idempotent); stops before writing if a spot matches neither form."""
+def patch_mmrec(root: Path, frozen_features: bool = False) -> None:
+    """Apply P1-P7 (and P8 with ``frozen_features``) to the MMRec copy ``root`` (idempotent); stops before writing
+    if a spot matches neither form."""
     texts: dict[str, str] = {}
-    for pid, rel, old, new, expected in PATCHES:
+    for pid, rel, old, new, expected in PATCHES + (FROZEN_FEATURES_PATCHES if frozen_features else []):
         text = texts.setdefault(rel, (root / "src" / rel).read_text())
         if pid == "P2":  # a plain substitution inside 4 lines, marked at the line end
             lines = text.split("\n")
@@ -157,16 +172,17 @@ def patch_mmrec(root: Path) -> None:
         path = root / "src" / rel
         if path.read_text() != text:
             path.write_text(text)
-    say(f"MMRec patches P1-P7 applied in {root}")
+    say(f"MMRec patches P1-P{8 if frozen_features else 7} applied in {root}")
 
 
-def prepare_mmrec(source: Path, work: Path, commit: str) -> Path:
-    """``work``/MMRec: a patched copy of ``source`` (a checkout, or a bare mirror to extract ``commit`` from)."""
-    dest = work / "MMRec"
+def prepare_mmrec(source: Path, work: Path, commit: str, frozen_features: bool = False) -> Path:
+    """``work``/MMRec: a patched copy of ``source`` (a checkout, or a bare mirror to extract ``commit`` from);
+    ``frozen_features``: ``work``/MMRec-frozen-features, the same with P8 (raw feature matrices frozen)."""
+    dest = work / ("MMRec-frozen-features" if frozen_features else "MMRec")
     is_checkout = (source / "src" / "main.py").is_file()
     tag = f"checkout:{source.resolve()}" if is_checkout else f"mirror:{source.resolve()}@{commit}"
     if not (dest / ".source").is_file() or (dest / ".source").read_text() != tag:
-        tmp = work / ".MMRec.tmp"
+        tmp = work / f".{dest.name}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         if is_checkout:
             shutil.copytree(source / "src", tmp / "src")
@@ -186,7 +202,7 @@ def prepare_mmrec(source: Path, work: Path, commit: str) -> Path:
         shutil.rmtree(dest, ignore_errors=True)
         tmp.rename(dest)
         say(f"MMRec copied from {tag} to {dest}")
-    patch_mmrec(dest)
+    patch_mmrec(dest, frozen_features)
     return dest
 
 
@@ -431,17 +447,36 @@ def child_env(work: Path, side: str) -> dict:
     return env
 
 
-def run_one(side: str, dataset: str, model: str, rnd: int, epochs: int, a, work: Path, results: Path) -> dict:
+def cell_label(model: str, features: str | None) -> str:
+    """The table's model column: ``FREEDOM (trained features)``, ``FREEDOM (frozen features)``, ``BPR``."""
+    return f"{model} ({features} features)" if features else model
+
+
+def cells_of(models: list[str], features: str) -> list[tuple[str, str | None]]:
+    """(model, feature mode) pairs to time: ``features`` ("trained", "frozen" or "both") for FEATURE_MODELS,
+    None (one row, nothing to equalise) for the others."""
+    modes = FEATURE_MODES if features == "both" else (features,)
+    return [(m, f) for m in models for f in (modes if m in FEATURE_MODELS else (None,))]
+
+
+def run_one(side: str, dataset: str, model: str, rnd: int, epochs: int, a, work: Path, results: Path,
+            features: str | None = None) -> dict:
+    """One timed process. ``features`` (FEATURE_MODELS only): "trained" = MMRec as it is vs motor with
+    ``train_features=True``; "frozen" = MMRec with P8 vs motor's default."""
     sets, backbone, hparams, weight_decay = MODELS[model]
+    label = cell_label(model, features)
     if side == "mmrec":
-        spec = {"src": str(work / "MMRec" / "src"), "model": model, "dataset": dataset,
+        copy = "MMRec-frozen-features" if features == "frozen" else "MMRec"
+        spec = {"src": str(work / copy / "src"), "model": model, "dataset": dataset,
                 "sets": {**sets, "epochs": epochs, "weight_decay": weight_decay, **a.mmrec_set}}
         python = a.mmrec_python
     else:
+        own = {"train_features": True} if features == "trained" else {}
         spec = {"dataset": dataset, "backbone": backbone, "kind": side.split("-")[1], "epochs": epochs,
-                "hparams": {**hparams, **a.motor_hp}, "weight_decay": weight_decay}
+                "hparams": {**hparams, **own, **a.motor_hp}, "weight_decay": weight_decay}
         python = sys.executable
-    log = work / "logs" / f"{time.strftime('%Y%m%d-%H%M%S')}-{dataset}-{model}-{side}-r{rnd}.txt"
+    tag = f"{model}-{features}" if features else model
+    log = work / "logs" / f"{time.strftime('%Y%m%d-%H%M%S')}-{dataset}-{tag}-{side}-r{rnd}.txt"
     log.parent.mkdir(parents=True, exist_ok=True)
     load_before = os.getloadavg()[0]
     t = time.perf_counter()
@@ -449,14 +484,15 @@ def run_one(side: str, dataset: str, model: str, rnd: int, epochs: int, a, work:
         proc = subprocess.run([str(python), str(HERE), "--child", side.split("-")[0], json.dumps(spec)], stdout=fh,
                               stderr=subprocess.STDOUT, env=child_env(work, side), cwd=work, timeout=a.timeout)
     lines = [line for line in log.read_text().splitlines() if line.startswith("RESULT ")]
-    rec = {"dataset": dataset, "model": model, "side": side, "round": rnd, "rc": proc.returncode,
+    rec = {"dataset": dataset, "model": label, "features": features, "side": side, "round": rnd,
+           "rc": proc.returncode,
            "load_before": round(load_before, 2), "wall_s": round(time.perf_counter() - t, 1), "log": str(log),
            "result": json.loads(lines[-1][7:]) if lines and proc.returncode == 0 else None}
     with open(results, "a") as fh:
         fh.write(json.dumps(rec) + "\n")
     r = rec["result"] or {}
     fmt = lambda x: "  -  " if x is None else f"{x:.3f}"  # noqa: E731
-    say(f"{dataset} {model} {side:8s} r{rnd}: " + (
+    say(f"{dataset} {label} {side:8s} r{rnd}: " + (
         f"epoch {fmt(r.get('train_s_med'))} s (cpu {fmt(r.get('train_cpu_s_med'))}), "
         f"eval {fmt(r.get('eval_s_med'))} s, peak {r.get('peak_rss_mb', 0):.0f} MB"
         if rec["result"] else f"FAILED (rc {proc.returncode}), see {log}"))
@@ -483,7 +519,8 @@ def meta(a, source: Path | None) -> dict:
             "mmrec_commit": mmrec_commit_of(source, a.mmrec_commit) if source else "?", "cpus": os.cpu_count(),
             "cpu_model": cpu, "torch_motor": torch.__version__, "torch_mmrec": versions,
             "python": platform.python_version(), "threads": 1,
-            "plan": f"datasets {' '.join(a.datasets)}; models {' '.join(a.models)}; repeats {a.repeats}"}
+            "plan": f"datasets {' '.join(a.datasets)}; models {' '.join(a.models)}; repeats {a.repeats}; "
+                    f"features {a.features}"}
 
 
 # ------------------------------------------------------------------------------------------------ report
@@ -556,6 +593,9 @@ def report(results: Path) -> str:
         loads = [r["load_before"] for r in runs if r["dataset"] == dataset]
         out.append(f"\n{len(loads)} processes; 1-minute load average before each: median {st.median(loads):.2f} "
                    f"(range {min(loads):.2f}–{max(loads):.2f}).")
+    if any(r.get("features") for r in runs):
+        out.append("\n(trained features): motor with train_features=True vs MMRec as it is (freeze=False); "
+                   "(frozen features): motor's default vs MMRec with patch P8 (freeze=True).")
     failed = [r for r in runs if r["rc"] != 0 or not r["result"]]
     if failed:
         out.append("\nFailed: " + ", ".join(f"{r['dataset']}:{r['model']}:{r['side']}:r{r['round']} ({r['log']})"
@@ -585,6 +625,10 @@ def main() -> None:
                     help="folder with the Amazon Baby 5-core train.json, val.json, test.json (user -> items)")
     ap.add_argument("--models", nargs="+", default=DEFAULT_MODELS, choices=list(MODELS))
     ap.add_argument("--sides", nargs="+", default=list(SIDES), choices=list(SIDES))
+    ap.add_argument("--features", choices=["frozen", "trained", "both"], default="both",
+                    help=f"raw feature matrices of {', '.join(FEATURE_MODELS)}: trained on both sides (MMRec as it "
+                         "is, motor train_features=True), frozen on both (MMRec patched with P8, motor's default), "
+                         "or both pairs (default)")
     ap.add_argument("--repeats", type=int, default=3, help="rounds of (MMRec, motor-id, motor-ms) per cell")
     ap.add_argument("--epochs", type=int, default=None,
                     help=f"epochs per process, >= 2 (default 6 on ml100k, {EPOCHS_LARGE} on larger data; "
@@ -611,24 +655,29 @@ def main() -> None:
         a.mmrec_python = setup_venv(work, a.python)
     if "mmrec" in a.sides and not Path(a.mmrec_python).exists():
         ap.error(f"MMRec's python {a.mmrec_python} not found: pass --mmrec-python or add --setup-venv")
-    mmrec = prepare_mmrec(a.mmrec, work, a.mmrec_commit)
+    cells = cells_of(a.models, a.features)
+    copies = [prepare_mmrec(a.mmrec, work, a.mmrec_commit)]
+    if "mmrec" in a.sides and any(f == "frozen" for _, f in cells):
+        copies.append(prepare_mmrec(a.mmrec, work, a.mmrec_commit, frozen_features=True))
     for dataset in a.datasets:
-        prepare_dataset(dataset, a.data_root, work, mmrec, a.baby5)
+        for mmrec in copies:
+            prepare_dataset(dataset, a.data_root, work, mmrec, a.baby5)
     results = a.results or work / "results" / f"{time.strftime('%Y%m%d-%H%M%S')}.jsonl"
     results.parent.mkdir(parents=True, exist_ok=True)
     with open(results, "a") as fh:
         fh.write(json.dumps(meta(a, a.mmrec)) + "\n")
-    say(f"{len(a.datasets)} dataset(s) x {len(a.models)} model(s) x {a.repeats} round(s) x {len(a.sides)} side(s), "
-        f"1 thread each; results {results}")
+    say(f"{len(a.datasets)} dataset(s) x {len(cells)} model row(s) x {a.repeats} round(s) x {len(a.sides)} "
+        f"side(s), 1 thread each; results {results}")
     for dataset in a.datasets:
-        for model in a.models:
+        for model, features in cells:
             epochs = a.epochs or EPOCHS.get(model, 6 if dataset == "ml100k" else EPOCHS_LARGE)
             for rnd in range(1, a.repeats + 1):
                 for side in a.sides:
                     try:
-                        run_one(side, dataset, model, rnd, epochs, a, work, results)
+                        run_one(side, dataset, model, rnd, epochs, a, work, results, features)
                     except subprocess.TimeoutExpired:
-                        say(f"{dataset} {model} {side} r{rnd}: TIMEOUT after {a.timeout:.0f} s")
+                        say(f"{dataset} {cell_label(model, features)} {side} r{rnd}: TIMEOUT after "
+                            f"{a.timeout:.0f} s")
     tables = report(results)
     results.with_suffix(".md").write_text(tables + "\n")
     print(tables)

@@ -103,19 +103,28 @@ class MultimodalBackbone(Backbone):
     """A backbone that also reads the dataset's modality features (the setup every multimodal backbone shares).
 
     Sets ``modalities`` (the dataset's, sorted), a free user table ``user_emb`` (n_users, dim; Xavier-uniform) and
-    one frozen buffer per modality, ``transform(features)`` (default: the features as float32), read with
-    :meth:`features`. Features are data, never trained: backbones train projections of them.
+    one matrix per modality, ``features_<m>`` = ``transform(features)`` (default: the features as float32), read
+    with :meth:`features`. By default the matrices are frozen buffers (data: backbones train projections of them);
+    ``train_features=True`` makes each one a trainable float32 ``nn.Parameter`` initialised from a copy of the
+    data (the dataset's arrays are never modified), optimised with the rest of the model, as MMRec's
+    ``nn.Embedding.from_pretrained(features, freeze=False)``. Backbones read :meth:`features` either way; anything
+    built once from the features (kNN graphs) is built in ``__init__``, from the data.
     """
 
     def __init__(self, dataset, item_repr: nn.Module, dim: int = DIM,
-                 transform: Callable[[torch.Tensor], torch.Tensor] | None = None):
+                 transform: Callable[[torch.Tensor], torch.Tensor] | None = None, train_features: bool = False):
         super().__init__(dataset.n_users, dataset.n_items, item_repr, dim)
         feats = modality_features(dataset)
         self.modalities = list(feats)
+        self.train_features = bool(train_features)
         self.user_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(self.n_users, dim)))
         for m, f in feats.items():
-            self.register_buffer(f"features_{m}", transform(f) if transform else f, persistent=False)
+            f = transform(f) if transform else f
+            if self.train_features:  # a copy: modality_features may share memory with the dataset's arrays
+                self.register_parameter(f"features_{m}", nn.Parameter(f.detach().to(torch.float32, copy=True)))
+            else:
+                self.register_buffer(f"features_{m}", f, persistent=False)
 
     def features(self, modality: str) -> torch.Tensor:
-        """(n_items, d_m) frozen features of ``modality``."""
+        """(n_items, d_m) features of ``modality``: a frozen buffer, or a parameter with ``train_features``."""
         return getattr(self, f"features_{modality}")

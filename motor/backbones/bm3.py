@@ -14,10 +14,11 @@ with cos-loss(a, b) = 1 - cos(a, b):
 Scores are p(h_u) . p(h_i). The item-ID embedding e_i is ``item_repr``.
 Defaults (MMRec ``BM3.yaml``, first grid values): dim 64, n_layers 1 (grid {1, 2}), dropout 0.5 (grid {0.3, 0.5}),
 reg_weight 0.1 (grid {0.1, 0.01}), cl_weight 2.0, ``use_neg_sampling: False``.
-Deviation: MMRec trains the raw feature matrices (``nn.Embedding.from_pretrained(freeze=False)``); they are frozen
-buffers here and only the projections W_m train (Adam + backward on the raw matrices is a large share of MMRec's
-epoch). Projections are computed once per distinct batch item (the same values and gradients as projecting every
-item, as MMRec does).
+Deviation: motor's default freezes the raw feature matrices (buffers) and trains only the projections W_m (Adam +
+backward on the raw matrices is a large share of MMRec's epoch); ``train_features=True`` is MMRec's behaviour
+(``nn.Embedding.from_pretrained(freeze=False)``): the matrices train too, through the projections h^m_i.
+Projections are computed once per distinct batch item (the same values and gradients as projecting every item, as
+MMRec does).
 
 Known behaviour with MOTOR: BM3's objective has no negatives, so mapping every item and user to one direction is a
 minimum it must avoid by its training dynamics alone. With an ID table every item moves on its own; with token
@@ -90,8 +91,8 @@ SEARCH_SPACE = {"n_layers": [1, 2], "reg_weight": [0.1, 0.01], "dropout": [0.3, 
 class BM3(MultimodalBackbone):
     def __init__(self, dataset, item_repr: nn.Module, dim: int = DIM, n_layers: int = 1, dropout: float = 0.5,
                  reg_weight: float = 0.1, cl_weight: float = 2.0, uniformity: float = 0.0,
-                 center_items: bool = False, bpr_weight: float = 0.0):
-        super().__init__(dataset, item_repr, dim)
+                 center_items: bool = False, bpr_weight: float = 0.0, train_features: bool = False):
+        super().__init__(dataset, item_repr, dim, train_features=train_features)
         self.n_layers, self.dropout, self.reg_weight, self.cl_weight = n_layers, dropout, reg_weight, cl_weight
         # not in BM3 (see the module docstring): options against the collapse of negative-free training with
         # shared token tables; their defaults leave BM3's objective

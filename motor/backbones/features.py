@@ -1,4 +1,5 @@
-"""How backbones read the dataset's modality features, and project them (the features are data: never trained)."""
+"""How backbones read the dataset's modality features, and project them (frozen data by default; FREEDOM, BM3 and MGCN
+can train them, ``train_features``)."""
 import numpy as np
 import torch
 import torch.nn.functional as F

@@ -15,10 +15,11 @@ The item-ID embedding e_i is ``item_repr``.
 Defaults (MMRec ``FREEDOM.yaml``): dim 64, feat_embed_dim 64, knn_k 10, mm_image_weight 0.1, n_mm_layers 1,
 n_ui_layers 2, dropout (edge-pruning ratio) grid {0.8, 0.9} -> 0.8 (20 % of the edges kept each epoch),
 reg_weight grid {0, 1e-5, 1e-4, 1e-3} -> 1e-4 (untuned mid-grid value).
-Deviations: (i) MMRec trains the raw feature matrices (``nn.Embedding.from_pretrained(freeze=False)``) and
-projects every item at every step, although the kNN graph is frozen and the projections are the only use of the
-features; here the features are frozen buffers and only the projections W_m train, applied once per distinct item
-of the batch (Adam + backward on the raw matrices is a large share of MMRec's epoch). (ii) The kNN graph excludes
+Deviations: (i) motor's default freezes the raw feature matrices (buffers) and trains only the projections W_m,
+applied once per distinct item of the batch (Adam + backward on the raw matrices is a large share of MMRec's
+epoch); ``train_features=True`` is MMRec's behaviour (``nn.Embedding.from_pretrained(freeze=False)``): the
+matrices are trained too, through the projections in the modality BPR terms, their only use (the kNN graph is
+built once from the original features either way). (ii) The kNN graph excludes
 each item itself (MMRec's top-k includes it with similarity 1); it comes from the shared, disk-cached
 ``graph.cached_knn_graph``.
 """
@@ -45,8 +46,9 @@ SEARCH_SPACE = {"dropout": [0.8, 0.9], "reg_weight": [0.0, 1e-5, 1e-4, 1e-3]}
 
 class FREEDOM(MultimodalBackbone):
     def __init__(self, dataset, item_repr: nn.Module, dim: int = DIM, knn_k: int = 10, mm_image_weight: float = 0.1,
-                 n_mm_layers: int = 1, n_ui_layers: int = 2, dropout: float = 0.8, reg_weight: float = 1e-4):
-        super().__init__(dataset, item_repr, dim)
+                 n_mm_layers: int = 1, n_ui_layers: int = 2, dropout: float = 0.8, reg_weight: float = 1e-4,
+                 train_features: bool = False):
+        super().__init__(dataset, item_repr, dim, train_features=train_features)
         self.n_mm_layers, self.n_ui_layers = n_mm_layers, n_ui_layers
         self.dropout, self.reg_weight = dropout, reg_weight
         self.projections = nn.ModuleDict()

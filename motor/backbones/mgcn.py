@@ -16,9 +16,11 @@ The item-ID embedding e_i is ``item_repr``.
 Defaults (MMRec ``MGCN.yaml``): dim 64, n_ui_layers 2, n_layers (item-item) 1, knn_k 10, reg_weight 1e-4,
 cl_loss grid {0.001, 0.01, 0.1} -> 0.01, InfoNCE temperature 0.2, lr 1e-3 with MMRec's learning_rate_scheduler
 (0.96, 50): lr x 0.96 ** (epoch / 50) (declared in ``trainer_defaults``, which the trainer applies).
-Deviations: features are frozen buffers (MMRec trains the raw matrices, ``freeze=False``), only the projections
-train; the kNN graph excludes each item itself (MMRec's top-k includes the item with similarity 1) and its edges
-come from the shared, disk-cached ``graph.cached_knn_graph``.
+Deviations: motor's default freezes the raw feature matrices (buffers) and trains only the projections;
+``train_features=True`` is MMRec's behaviour (``nn.Embedding.from_pretrained(freeze=False)``): the matrices train
+too, through the projections W_m x^m_i that feed the purifier (the kNN graphs are built once from the original
+features either way). The kNN graph excludes each item itself (MMRec's top-k includes the item with similarity 1)
+and its edges come from the shared, disk-cached ``graph.cached_knn_graph``.
 """
 import torch
 import torch.nn.functional as F
@@ -32,7 +34,9 @@ from .losses import bpr_triplet_loss, info_nce, normalize_rows, take
 
 
 def weighted_knn_graph(features: torch.Tensor, k: int) -> torch.Tensor:
-    """Top-k cosine graph with similarity weights, D^-1/2 S D^-1/2 (D = weighted row sums), as MMRec's MGCN."""
+    """Top-k cosine graph with similarity weights, D^-1/2 S D^-1/2 (D = weighted row sums), as MMRec's MGCN.
+    A constant: built from the features' values, never differentiated (trainable features do not move it)."""
+    features = features.detach()
     edges = cached_knn_graph(features, k, normalize="none").indices()
     x = F.normalize(features, dim=1)
     r, c = edges
@@ -68,8 +72,9 @@ class MGCN(MultimodalBackbone):
     trainer_defaults = {"lr_schedule": (0.96, 50)}  # MMRec MGCN.yaml: learning_rate_scheduler [0.96, 50]
 
     def __init__(self, dataset, item_repr: nn.Module, dim: int = DIM, n_ui_layers: int = 2, n_layers: int = 1,
-                 knn_k: int = 10, reg_weight: float = 1e-4, cl_loss: float = 0.01, tau: float = 0.2):
-        super().__init__(dataset, item_repr, dim)
+                 knn_k: int = 10, reg_weight: float = 1e-4, cl_loss: float = 0.01, tau: float = 0.2,
+                 train_features: bool = False):
+        super().__init__(dataset, item_repr, dim, train_features=train_features)
         self.n_ui_layers, self.n_layers = n_ui_layers, n_layers
         self.reg_weight, self.cl_loss, self.tau = reg_weight, cl_loss, tau
         self.projections = nn.ModuleDict()
