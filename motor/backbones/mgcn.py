@@ -30,7 +30,7 @@ from ..defaults import DIM
 from .base import MultimodalBackbone
 from .features import project
 from .graph import bipartite_edges, cached_knn_graph, layer_mean, normalized_adjacency, propagate, spmm
-from .losses import bpr_triplet_loss, info_nce, normalize_rows, take
+from .losses import bpr_triplet_loss, info_nce_rows, take
 
 
 def weighted_knn_graph(features: torch.Tensor, k: int) -> torch.Tensor:
@@ -53,11 +53,6 @@ def user_item_matrix(train, n_users: int, n_items: int) -> torch.Tensor:
     di = torch.bincount(i, minlength=n_items).float().clamp_min(1)
     vals = du[u].rsqrt() * di[i].rsqrt()
     return torch.sparse_coo_tensor(torch.stack([u, i]), vals, (n_users, n_items), check_invariants=False).coalesce()
-
-
-def _unit(*xs: torch.Tensor) -> list[torch.Tensor]:
-    """Rows scaled to unit length (InfoNCE on cosine similarities)."""
-    return [normalize_rows(x) for x in xs]
 
 
 def _gate(dim: int) -> nn.Sequential:
@@ -123,6 +118,6 @@ class MGCN(MultimodalBackbone):
         base = bpr_triplet_loss(u, p, n)
         reg = 0.5 * (u.pow(2).sum() + p.pow(2).sum() + n.pow(2).sum()) / len(users)
         rows = pos + self.n_users
-        cl = (info_nce(*_unit(side.index_select(0, rows), content.index_select(0, rows)), self.tau)
-              + info_nce(*_unit(side.index_select(0, users), content.index_select(0, users)), self.tau))
+        cl = (info_nce_rows(side, content, rows, rows, self.tau, normalize=True)
+              + info_nce_rows(side, content, users, users, self.tau, normalize=True))
         return base + self.reg_weight * reg + self.cl_loss * cl
