@@ -84,3 +84,23 @@ def test_backbone_builds_and_trains_on_synthetic_data(data, name, kind):
     assert (np.diff(loss_per_epoch) < 0).all(), f"{name}-{kind}: loss per epoch {loss_per_epoch}"
     metrics = evaluate(model, ds, "valid", buckets=None).metrics
     assert 0 <= metrics["recall@20"] <= 1 and 0 <= metrics["ndcg@20"] <= 1
+
+
+def test_freedom_without_item_graph_drops_exactly_the_item_graph_term(data):
+    """``item_graph=False``: the item vectors lose S e (the frozen kNN term) and nothing else; users unchanged."""
+    from motor.backbones.graph import propagate
+
+    ds, token_ids = data
+    full = _model("freedom", "ms", ds, token_ids)
+    torch.manual_seed(0)
+    rep = build_item_repr("ms", ds.n_items, 64, token_ids=token_ids, n_centroids=n_centroids_of(token_ids))
+    bare = build("freedom", ds, rep, item_graph=False)
+    bare.load_state_dict(full.state_dict())
+    with torch.no_grad():
+        (u1, i1), (u2, i2) = full.embeddings(), bare.embeddings()
+        h = propagate(full.item_graph, full.item_repr(), full.n_mm_layers)[-1]
+    torch.testing.assert_close(u1, u2)
+    torch.testing.assert_close(i1 - h, i2)
+    assert h.abs().sum() > 0
+    users, pos, neg = _batch(ds)
+    assert torch.isfinite(bare.loss(users, pos, neg))

@@ -22,6 +22,9 @@ matrices are trained too, through the projections in the modality BPR terms, the
 built once from the original features either way). (ii) The kNN graph excludes
 each item itself (MMRec's top-k includes it with similarity 1); it comes from the shared, disk-cached
 ``graph.cached_knn_graph``.
+Option (not in FREEDOM): ``item_graph=False`` drops the h_i term, so the item vector is LightGCN_i alone (the
+modality BPR terms stay). With MOTOR tokens e_i is already built from the item's content, which is what the
+frozen kNN graph adds to an ID model; the option measures whether the two are redundant (reports/README.md).
 """
 import torch
 from torch import nn
@@ -47,9 +50,9 @@ SEARCH_SPACE = {"dropout": [0.8, 0.9], "reg_weight": [0.0, 1e-5, 1e-4, 1e-3]}
 class FREEDOM(MultimodalBackbone):
     def __init__(self, dataset, item_repr: nn.Module, dim: int = DIM, knn_k: int = 10, mm_image_weight: float = 0.1,
                  n_mm_layers: int = 1, n_ui_layers: int = 2, dropout: float = 0.8, reg_weight: float = 1e-4,
-                 train_features: bool = False):
+                 train_features: bool = False, item_graph: bool = True):
         super().__init__(dataset, item_repr, dim, train_features=train_features)
-        self.n_mm_layers, self.n_ui_layers = n_mm_layers, n_ui_layers
+        self.n_mm_layers, self.n_ui_layers, self.use_item_graph = n_mm_layers, n_ui_layers, bool(item_graph)
         self.dropout, self.reg_weight = dropout, reg_weight
         self.projections = nn.ModuleDict()
         for m in self.modalities:
@@ -68,8 +71,10 @@ class FREEDOM(MultimodalBackbone):
 
     def forward_graphs(self, adj: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         items = self.item_repr()
-        h = propagate(self.item_graph, items, self.n_mm_layers)[-1]  # frozen item-item graph
         out = layer_mean(adj, torch.cat([self.user_emb, items]), self.n_ui_layers)
+        if not self.use_item_graph:
+            return out[: self.n_users], out[self.n_users:]
+        h = propagate(self.item_graph, items, self.n_mm_layers)[-1]  # frozen item-item graph
         return out[: self.n_users], out[self.n_users:] + h
 
     def embeddings(self):
