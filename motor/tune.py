@@ -502,11 +502,15 @@ def _progress_callback(*args, **kwargs):
 
 
 class _ProgressLines:
-    """One stderr line per finished trial (done / total, best valid so far, ETA), and one at most every ``every``
-    seconds while trials run."""
+    """Progress lines on stderr (done / total, best valid so far, ETA): one per finished trial in searches of up to
+    ``per_trial_up_to`` trials; in larger ones a finished trial prints when it improves the best, when ``every``
+    seconds have passed since the last line, and at the end. While trials run, one line at most every ``every``
+    seconds."""
 
-    def __init__(self, total: int, payload: list[dict], metric: str, where: str, every: float = 30.0):
+    def __init__(self, total: int, payload: list[dict], metric: str, where: str, every: float = 30.0,
+                 per_trial_up_to: int = 50):
         self.total, self.payload, self.metric, self.every = total, payload, metric, every
+        self.per_trial_up_to = per_trial_up_to
         self.done, self.failed, self.best, self.best_label = 0, 0, -math.inf, ""
         self.running_best = -math.inf
         self.start = self.last = time.monotonic()
@@ -531,10 +535,13 @@ class _ProgressLines:
     def on_trial_complete(self, iteration, trials, trial, **info):
         self.done += 1
         last = trial.last_result or {}
-        if last.get("complete") and last.get("best_valid", -math.inf) > self.best:
+        improved = bool(last.get("complete")) and last.get("best_valid", -math.inf) > self.best
+        if improved:
             self.best, self.best_label = last["best_valid"], self.payload[trial.config["i"]]["label"]
-        self.last = time.monotonic()
-        self._print(self._line())
+        if (self.total <= self.per_trial_up_to or improved or self.done == self.total
+                or time.monotonic() - self.last >= self.every):
+            self.last = time.monotonic()
+            self._print(self._line())
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self.done += 1

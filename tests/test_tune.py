@@ -291,3 +291,25 @@ def test_tune_seeds_and_progress_helpers():
     out = tune_seeds(empty, seeds=(0, 1), progress=False)  # nothing selected: nothing to repeat, nothing launched
     assert out.run_ids.iloc[0] == ()
     assert callable(motor.tune)
+
+
+def test_progress_lines_one_per_trial_in_small_searches_and_sparse_in_large_ones(capsys):
+    """Small searches print every finished trial; large ones print improvements, the last trial and a line at
+    most every ``every`` seconds, so a 300-trial search does not print 300 lines into a notebook."""
+    from types import SimpleNamespace
+
+    from motor.tune import _ProgressLines
+
+    def finish(total: int, valid) -> list[str]:
+        payload = [{"label": f"t{i}"} for i in range(total)]
+        p = _ProgressLines(total, payload, "recall@20", "test", every=3600.0, per_trial_up_to=50)
+        capsys.readouterr()
+        for i in range(total):
+            trial = SimpleNamespace(config={"i": i}, last_result={"complete": 1, "best_valid": valid(i)})
+            p.on_trial_complete(0, [], trial)
+        return capsys.readouterr().err.strip().splitlines()
+
+    assert len(finish(10, lambda i: 0.1)) == 10
+    lines = finish(200, lambda i: 0.5 if i == 120 else 0.1)  # improvements at trials 0 and 120, then the end
+    assert len(lines) == 3
+    assert lines[-1].startswith("[tune] 200/200 trials done") and "0.5000 (t120)" in lines[-1]
