@@ -169,17 +169,30 @@ def execute(notebook: str | Path, out: str | Path, parameters: dict | None = Non
             progress: bool = False) -> Path:
     """Run ``notebook`` with papermill into ``out`` (parameters as papermill's ``-p``), then drop its progress
     bars (:func:`drop_progress_bars`). The kernel's channels are CurveZMQ-encrypted where pyzmq supports it, so
-    ipykernel does not warn about plain-text TCP."""
+    ipykernel does not warn about plain-text TCP.
+
+    Papermill saves its output while cells run; it writes to ``.<name>.running.ipynb`` next to ``out``, and ``out``
+    is replaced only by a notebook that ran to the end. When a cell fails (or the run is interrupted) ``out`` is
+    left as it was and the partial notebook is kept as ``<name>.failed.ipynb``, for its traceback."""
     import nbformat
     import papermill as pm
 
     from .cache import atomic_write_text
 
-    pm.execute_notebook(str(notebook), str(out), parameters=parameters or {}, cwd=str(cwd) if cwd else None,
-                        kernel_name="python3", progress_bar=progress, kernel_manager_class=_kernel_manager())
-    nb = drop_progress_bars(nbformat.read(out, as_version=4))
-    atomic_write_text(Path(out), nbformat.writes(nb) + "\n")
-    return Path(out)
+    out = Path(out)
+    running = out.with_name(f".{out.stem}.running.ipynb")
+    try:
+        pm.execute_notebook(str(notebook), str(running), parameters=parameters or {},
+                            cwd=str(cwd) if cwd else None, kernel_name="python3", progress_bar=progress,
+                            kernel_manager_class=_kernel_manager())
+        nb = drop_progress_bars(nbformat.read(running, as_version=4))
+    except BaseException:
+        if running.exists():
+            running.replace(out.with_name(f"{out.stem}.failed.ipynb"))
+        raise
+    atomic_write_text(out, nbformat.writes(nb) + "\n")
+    running.unlink(missing_ok=True)
+    return out
 
 
 def _kernel_manager():

@@ -108,3 +108,19 @@ def test_update_readme_copies_each_notebooks_computed_findings(tmp_path):
                                        block, tmp_path / "README.md")
     assert text.startswith("a <!-- findings:start -->") and text.endswith("<!-- findings:end --> b")
     assert "old" not in text
+
+
+def test_execute_leaves_the_output_untouched_when_a_cell_fails(tmp_path):
+    """A failing notebook never overwrites ``out``: the partial notebook is kept as ``<name>.failed.ipynb``."""
+    import papermill as pm
+
+    nb = new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [new_code_cell("x = 1", metadata={"tags": ["parameters"]}), new_code_cell("raise ValueError('boom')")]
+    nbformat.write(nb, tmp_path / "in.ipynb")
+    (tmp_path / "out.ipynb").write_text("previous report")
+    with pytest.raises(pm.PapermillExecutionError, match="boom"):
+        report.execute(tmp_path / "in.ipynb", tmp_path / "out.ipynb", cwd=tmp_path)
+    assert (tmp_path / "out.ipynb").read_text() == "previous report"
+    assert "boom" in (tmp_path / "out.failed.ipynb").read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.ipynb", "out.failed.ipynb", "out.ipynb"]
