@@ -20,8 +20,10 @@ to the backbone's default is left out of ``hparams``, so a point at the defaults
 
 Budget: ``"grid"`` (every point), an int n (n points drawn from the grid with ``sample_seed``: a re-launch draws
 the same ones), or ``"asha"`` (every point, Ray's ASHA scheduler stopping bad trials early on the per-epoch valid
-metric; ``asha={"grace_period": 10, "reduction_factor": 3}``). A trial ASHA stops is not saved: it was not trained
-to its end, so it is listed with status ``stopped_early`` and never selected; a re-launch runs it again.
+metric; ``asha={"grace_period": 10, "reduction_factor": 3}``). A trial ASHA stops is not saved as a run: it was not
+trained to its end, so it is listed with status ``stopped_early`` and never selected. Its stop is recorded in the
+registry (``_tune/asha_stopped.json``, with the ASHA settings and the metric): a re-launch with the same settings
+lists it as stopped again instead of training it (``reuse=False`` ignores the record and searches afresh).
 
 Registry: a trial whose run is already saved (:func:`motor.runs.exists`) is not launched; when every trial is
 saved, Ray is not even started, so a repeated search costs only reading the registry. Trials write to the
@@ -53,6 +55,7 @@ import shutil
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import NamedTuple
@@ -299,23 +302,79 @@ def _run_trials(trials: list[_Trial], *, budget="grid", address=None, num_cpus=N
     from . import runs
 
     outcome, todo = {}, {}
+    stops = asha_settings(trials, asha, metric) if budget == "asha" else None
+    recorded = recorded_stops() if stops and reuse else {}
     for t in trials:
         rid = t.run_id
         if rid in outcome or rid in todo:
             continue
         if reuse and runs.exists(rid):
             outcome[rid] = {"status": "reused"}
+        elif stops and recorded.get(rid, {}).get("settings") == stops:
+            outcome[rid] = {"status": "stopped_early", "recorded": True, **{
+                k: recorded[rid].get(k) for k in ("best_valid", "epochs_run")}}
         else:
             todo[rid] = t
     if progress:
+        n_stopped = sum(1 for o in outcome.values() if o.get("recorded"))
         label = ", ".join(sorted({f"{t.dataset}/{t.backbone}/{t.item_repr}" for t in trials}))
-        print(f"[tune] {label}: {len(outcome) + len(todo)} trials, {len(outcome)} already in the registry, "
-              f"{len(todo)} to run", file=sys.stderr, flush=True)
+        print(f"[tune] {label}: {len(outcome) + len(todo)} trials, {len(outcome) - n_stopped} already in the "
+              f"registry" + (f", {n_stopped} stopped by ASHA in an earlier search" if n_stopped else "")
+              + f", {len(todo)} to run", file=sys.stderr, flush=True)
     if todo:
-        outcome.update(_launch(list(todo.values()), budget=budget, address=address, num_cpus=num_cpus,
-                               cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial, metric=metric,
-                               reuse=reuse, progress=progress, asha=asha))
+        new = _launch(list(todo.values()), budget=budget, address=address, num_cpus=num_cpus,
+                      cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial, metric=metric,
+                      reuse=reuse, progress=progress, asha=asha)
+        if stops:
+            record_stops({rid: o for rid, o in new.items() if o["status"] == "stopped_early"}, stops)
+        outcome.update(new)
     return outcome
+
+
+STOPS_FILE = "_tune/asha_stopped.json"  # in a registry folder; runs.load reads only run folders
+
+
+def asha_settings(trials: list[_Trial], asha: dict | None, metric: str) -> dict:
+    """What an ASHA stop depends on besides the trial itself: the scheduler's settings and the metric."""
+    max_epochs = max(t.config.epochs for t in trials)
+    return {"metric": metric, "max_epochs": max_epochs,
+            **{"grace_period": min(10, max_epochs), "reduction_factor": 3, **(asha or {})}}
+
+
+def recorded_stops() -> dict[str, dict]:
+    """{run_id: {"settings", "best_valid", "epochs_run"}} of the trials ASHA stopped in earlier searches: the
+    reference registry's record, overridden by the user's."""
+    from . import runs
+
+    out: dict[str, dict] = {}
+    for base in (runs.reference_dir(), runs.runs_dir()):
+        path = base / STOPS_FILE if base is not None else None
+        if path is not None and path.is_file():
+            try:
+                out.update(json.loads(path.read_text()))
+            except (OSError, ValueError) as exc:
+                warnings.warn(f"{path}: unreadable record of ASHA-stopped trials ({exc}); those trials run again. "
+                              "Fix: delete the file.", stacklevel=2)
+    return out
+
+
+def record_stops(stopped: dict[str, dict], settings: dict) -> None:
+    """Add the trials ASHA stopped to the user's registry record, so a re-launch of the same search (same ASHA
+    settings) lists them as stopped instead of training them again; ``reuse=False`` ignores the record."""
+    from . import runs
+    from .cache import atomic_write_text
+
+    if not stopped:
+        return
+    path = runs.runs_dir() / STOPS_FILE
+    record = {}
+    if path.is_file():
+        with contextlib.suppress(OSError, ValueError):
+            record = json.loads(path.read_text())
+    for rid, o in stopped.items():
+        record[rid] = {"settings": settings, "best_valid": o.get("best_valid"), "epochs_run": o.get("epochs_run")}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(record, indent=1, sort_keys=True) + "\n")
 
 
 def _prepare(trials: list[_Trial]) -> None:

@@ -218,6 +218,19 @@ def test_asha_stops_bad_trials_and_does_not_save_them(ray_session, tmp_path, mon
     for t in trials.itertuples():
         assert runs.exists(t.run_id) == (t.status in COMPLETE)  # a stopped trial is not a saved run
     assert selected.hyper_parameters.iloc[0] == "lr=0.01"
+    # a re-launch of the same search trains nothing: finished trials are runs, stopped ones are recorded
+    launched = []
+    monkeypatch.setattr(tune_module, "_launch", lambda todo, **k: launched.append(todo) or {})
+    again, selected_again = tune("scientific", "bpr", "id", space=space, epochs=6, budget="asha", num_cpus=2,
+                                 asha={"grace_period": 2, "reduction_factor": 2})
+    assert launched == []
+    assert list(again.status) == [{"trained": "reused"}.get(s, s) for s in trials.status]
+    assert again.epochs_run.equals(trials.epochs_run)
+    assert selected_again.hyper_parameters.iloc[0] == "lr=0.01"
+    # other ASHA settings, or reuse=False: the stopped trials are searched again
+    tune("scientific", "bpr", "id", space=space, epochs=6, budget="asha", num_cpus=2,
+         asha={"grace_period": 3, "reduction_factor": 2})
+    assert sorted(t.config.lr for t in launched[0]) == [1e-10, 1e-9]
 
 
 @real("scientific")
