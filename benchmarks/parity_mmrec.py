@@ -60,8 +60,9 @@ def parity_table(backbones, seeds, epochs: int = 1000, patience: int = 20, datas
         ndcg = np.array([r.test["ndcg@20"] for r in results])
         dev_r, dev_n = 100 * (rec.mean() / mm_recall - 1), 100 * (ndcg.mean() / mm_ndcg - 1)
         rows.append({
-            "backbone": bb, "hparams": ", ".join(f"{k}={v:g}" if isinstance(v, (int, float)) else f"{k}={v}"
-                                  for k, v in hparams.items()), "seeds": len(seeds),
+            "backbone": bb, "hparams": ", ".join(
+                f"{k}={v:g}" if isinstance(v, (int, float)) and not isinstance(v, bool) else f"{k}={v}"
+                for k, v in hparams.items()), "seeds": len(seeds),
             "recall@20": rec.mean(), "recall_std": rec.std(ddof=1) if len(rec) > 1 else np.nan,
             "mmrec_recall@20": mm_recall, "recall_dev_%": dev_r,
             "ndcg@20": ndcg.mean(), "ndcg_std": ndcg.std(ddof=1) if len(ndcg) > 1 else np.nan,
