@@ -19,6 +19,9 @@ backward on the raw matrices is a large share of MMRec's epoch); ``train_feature
 (``nn.Embedding.from_pretrained(freeze=False)``): the matrices train too, through the projections h^m_i.
 Projections are computed once per distinct batch item (the same values and gradients as projecting every item, as
 MMRec does).
+Parity with MMRec (``benchmarks/parity_mmrec.py``: ml100k, split "given", n_layers 1, reg_weight 0.1, dropout 0.5):
+with ``train_features=True`` test Recall@20 / NDCG@20 0.1230 / 0.0895 (mean of seeds 0-2) against MMRec's single
+run 0.1196 / 0.0885 (+2.8 % / +1.1 %); with the frozen default 0.1167 / 0.0842 (-2.4 % / -4.9 %).
 
 Known behaviour with MOTOR: BM3's objective has no negatives, so mapping every item and user to one direction is a
 minimum it must avoid by its training dynamics alone. With an ID table every item moves on its own; with token
