@@ -26,7 +26,9 @@ def registry_block(datasets=("ml100k", "scientific")) -> str:
     counts = metric_frame(df).groupby(["dataset", "backbone", "item_repr"])["seed"].nunique()
     counts = counts.groupby(level=[0, 1]).min()  # the least-run cell of each (dataset, backbone)
     short = [f"{d}/{b} ({n} seed{'s' * (n > 1)})" for (d, b), n in counts.items() if n < SEEDS]
+    cells = metric_frame(df).groupby(["dataset", "backbone"])["item_repr"].unique()
     missing = [f"{d}/{b}" for d in datasets for b in REGISTRY if (d, b) not in counts.index]
+    missing += [f"{d}/{b}/{r}" for (d, b), have in cells.items() for r in headline_item_reprs() if r not in have]
     notes = []
     if short:
         notes.append(f"Fewer than {SEEDS} seeds: " + ", ".join(short) + ".")
