@@ -334,11 +334,15 @@ def _run_trials(trials: list[_Trial], *, budget="grid", address=None, num_cpus=N
 STOPS_FILE = "_tune/asha_stopped.json"  # in a registry folder; runs.load reads only run folders
 
 
+def _asha_options(max_epochs: int, asha: dict | None) -> dict:
+    """ASHAScheduler's rung settings: the defaults, overridden by the caller's ``asha``."""
+    return {"grace_period": min(10, max_epochs), "reduction_factor": 3, **(asha or {})}
+
+
 def asha_settings(trials: list[_Trial], asha: dict | None, metric: str) -> dict:
     """What an ASHA stop depends on besides the trial itself: the scheduler's settings and the metric."""
     max_epochs = max(t.config.epochs for t in trials)
-    return {"metric": metric, "max_epochs": max_epochs,
-            **{"grace_period": min(10, max_epochs), "reduction_factor": 3, **(asha or {})}}
+    return {"metric": metric, "max_epochs": max_epochs, **_asha_options(max_epochs, asha)}
 
 
 def recorded_stops() -> dict[str, dict]:
@@ -478,7 +482,7 @@ def _launch(todo: list[_Trial], *, budget, address, num_cpus, cpus_per_trial, gp
     scheduler = None
     if budget == "asha":
         max_epochs = max(t.config.epochs for t in todo)
-        opts = {"grace_period": min(10, max_epochs), "reduction_factor": 3, **(asha or {})}
+        opts = _asha_options(max_epochs, asha)
         # the run's final report comes one iteration after its last epoch: max_t past it, so ASHA never stops a
         # trial between its last epoch and the moment its run is saved
         scheduler = ASHAScheduler(metric="best_valid", mode="max", max_t=max_epochs + 1, **opts)

@@ -23,10 +23,11 @@ SEEDS = 3
 def registry_block(datasets=("ml100k", "scientific")) -> str:
     df = main_runs(runs.load())
     df = df[df.dataset.isin(datasets) & df.item_repr.isin(headline_item_reprs())]  # ablations: notebook 05
-    counts = metric_frame(df).groupby(["dataset", "backbone", "item_repr"])["seed"].nunique()
+    frame = metric_frame(df)
+    counts = frame.groupby(["dataset", "backbone", "item_repr"])["seed"].nunique()
     counts = counts.groupby(level=[0, 1]).min()  # the least-run cell of each (dataset, backbone)
     short = [f"{d}/{b} ({n} seed{'s' * (n > 1)})" for (d, b), n in counts.items() if n < SEEDS]
-    cells = metric_frame(df).groupby(["dataset", "backbone"])["item_repr"].unique()
+    cells = frame.groupby(["dataset", "backbone"])["item_repr"].unique()
     missing = [f"{d}/{b}" for d in datasets for b in REGISTRY if (d, b) not in counts.index]
     missing += [f"{d}/{b}/{r}" for (d, b), have in cells.items() for r in headline_item_reprs() if r not in have]
     notes = []

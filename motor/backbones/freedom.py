@@ -72,10 +72,10 @@ class FREEDOM(MultimodalBackbone):
     def forward_graphs(self, adj: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         items = self.item_repr()
         out = layer_mean(adj, torch.cat([self.user_emb, items]), self.n_ui_layers)
-        if not self.use_item_graph:
-            return out[: self.n_users], out[self.n_users:]
-        h = propagate(self.item_graph, items, self.n_mm_layers)[-1]  # frozen item-item graph
-        return out[: self.n_users], out[self.n_users:] + h
+        users, item_vectors = out[: self.n_users], out[self.n_users:]
+        if self.use_item_graph:
+            item_vectors = item_vectors + propagate(self.item_graph, items, self.n_mm_layers)[-1]  # frozen kNN graph
+        return users, item_vectors
 
     def embeddings(self):
         return self.forward_graphs(self.graph.full)
