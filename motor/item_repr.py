@@ -96,6 +96,12 @@ class ItemRepresentation(nn.Module):
     def n_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
+    def rows(self, *indices: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """A matrix holding the vectors of every item in ``indices`` and each index tensor re-mapped into it:
+        ``m, (a, b) = rep.rows(pos, neg)`` gives ``m[a] == rep(pos)``. For losses that read rows from a table
+        themselves (:func:`motor.backbones.losses.bpr_table_loss`). Default: all items, indices unchanged."""
+        return self(), indices
+
 
 @register_item_repr("id", headline=True)
 class IDEmbedding(ItemRepresentation):
@@ -174,6 +180,14 @@ class TokenRepresentation(ItemRepresentation):
             if len(uniq) < index.numel():
                 return self.represent(uniq).index_select(0, inverse)
         return self.represent(index)
+
+    def rows(self, *indices: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """As :meth:`ItemRepresentation.rows`: every item when the batch is large (as :meth:`forward`), else only
+        the distinct items of ``indices``, with the indices re-mapped to them."""
+        if 4 * sum(i.numel() for i in indices) >= self.n_items:
+            return self.represent(None), indices
+        uniq, inverse = torch.unique(torch.cat(indices), return_inverse=True)
+        return self.represent(uniq), inverse.split([i.numel() for i in indices])
 
     def token_embeddings(self, index: torch.Tensor | None = None) -> torch.Tensor:
         """(n, P, d) token embeddings of the items in ``index`` (all items if None)."""

@@ -164,8 +164,9 @@ def test_tanh_cross_gradcheck():
     g = torch.Generator().manual_seed(0)
     args = tuple(torch.randn(*shape, generator=g, dtype=torch.float64, requires_grad=True)
                  for shape in ((5, 4, 3), (5,), (3, 5, 3), (2, 3)))
-    assert torch.autograd.gradcheck(lambda t, w, w1, b: _TanhCross.apply(t, w, w1, b, ids, rep.bag_offsets, inc_t),
-                                    args)
+    starts = torch.tensor([0, 2, 5])
+    assert torch.autograd.gradcheck(
+        lambda t, w, w1, b: _TanhCross.apply(t, w, w1, b, ids, rep.bag_offsets, inc_t, rep.flat_ids, starts), args)
 
 
 # --- the registry ------------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from torch import nn
 
 from ..defaults import DIM
 from .base import Backbone
-from .losses import bpr_triplet_loss, check_reg_form, emb_loss, l2_reg
+from .losses import bpr_table_loss, check_reg_form, emb_loss, l2_reg
 
 # Search space (``motor.tune``): MMRec ``BPR.yaml``, 7 points. The values are on MMRec's scale (its penalty,
 # ``reg_form="mmrec"``); with the default "motor" form equal values are not equal regularisation.
@@ -34,7 +34,5 @@ class BPR(Backbone):
         return self.user_emb, self.item_repr()
 
     def loss(self, users, pos, neg):
-        u = self.user_emb.index_select(0, users)
-        items = self.item_repr(torch.cat([pos, neg]))  # only the rows this batch needs
-        ip, ineg = items[: len(pos)], items[len(pos):]
-        return bpr_triplet_loss(u, ip, ineg) + self.reg_weight * self.penalty(u, ip, ineg)
+        items, (p, n) = self.item_repr.rows(pos, neg)  # the item vectors this batch needs, and where they are
+        return bpr_table_loss(self.user_emb, items, users, p, n, self.reg_weight, self.penalty)

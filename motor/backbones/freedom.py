@@ -88,6 +88,6 @@ class FREEDOM(MultimodalBackbone):
         modal = 0.0
         for m in self.modalities:
             proj = project_rows(self.projections[m], self.features(m), torch.cat([pos, neg]))
-            p, n = proj[: len(pos)], proj[len(pos):]
+            p, n = proj.split([len(pos), len(neg)])
             modal = modal + bpr_triplet_loss(u, p, n)
         return base + self.reg_weight * modal

@@ -58,5 +58,5 @@ class VBPR(Backbone):
     def loss(self, users, pos, neg):
         u = self.user_emb.index_select(0, users)
         items = self.items(torch.cat([pos, neg]))
-        ip, ineg = items[: len(pos)], items[len(pos):]
+        ip, ineg = items.split([len(pos), len(neg)])  # split, not slices: its backward is one cat
         return bpr_triplet_loss(u, ip, ineg) + self.reg_weight * self.penalty(u, ip, ineg)

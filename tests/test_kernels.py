@@ -1,0 +1,77 @@
+"""The numba kernels (motor.kernels) against the torch expressions they replace: values and gradients."""
+import numpy as np
+import pytest
+import torch
+
+from motor.backbones.losses import bpr_loss, bpr_table_loss, bpr_triplet_loss, emb_loss, l2_reg
+
+
+def _plain_bpr(u, p, n):
+    return bpr_loss((u * p).sum(1), (u * n).sum(1))
+
+
+def test_bpr_rows_kernel_equals_plain_bpr_in_float32():
+    torch.manual_seed(0)
+    rows = [torch.randn(300, 64) * s for s in (1.0, 2.0, 2.0)]  # scores up to ~|40|: both softplus branches
+    ours = [r.clone().requires_grad_() for r in rows]
+    ref = [r.double().requires_grad_() for r in rows]
+    got = bpr_triplet_loss(*ours)
+    want = _plain_bpr(*ref)
+    (3.0 * got).backward()
+    (3.0 * want).backward()
+    torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-6)
+    for a, b in zip(ours, ref):
+        torch.testing.assert_close(a.grad.double(), b.grad, rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])  # float32: numba kernel; float64: torch
+@pytest.mark.parametrize("penalty,reg", [(l2_reg, 1e-2), (emb_loss, 0.3), (None, 0.0)])
+def test_bpr_table_loss_equals_gathered_expression(dtype, penalty, reg):
+    """Loss and table gradients, with repeated users and items (gradients accumulate on repeated rows)."""
+    torch.manual_seed(1)
+    users = torch.randint(0, 7, (50,))
+    pos, neg = torch.randint(0, 9, (50,)), torch.randint(0, 9, (50,))
+    tabs = [torch.randn(7, 10, dtype=dtype), torch.randn(9, 10, dtype=dtype)]
+    ours = [t.clone().requires_grad_() for t in tabs]
+    ref = [t.double().requires_grad_() for t in tabs]
+    got = bpr_table_loss(ours[0], ours[1], users, pos, neg, reg, penalty)
+    u, p, n = ref[0][users], ref[1][pos], ref[1][neg]
+    want = _plain_bpr(u, p, n) + (reg * penalty(u, p, n) if penalty else 0.0)
+    (0.5 * got).backward()
+    (0.5 * want).backward()
+    tol = {"rtol": 1e-5, "atol": 1e-6} if dtype == torch.float32 else {}
+    torch.testing.assert_close(got.double(), want, **tol)
+    for a, b in zip(ours, ref):
+        torch.testing.assert_close(a.grad.double(), b.grad, **tol)
+
+
+def test_bpr_table_loss_gradcheck_on_the_torch_path():
+    torch.manual_seed(2)
+    users, pos, neg = torch.randint(0, 4, (6,)), torch.randint(0, 5, (6,)), torch.randint(0, 5, (6,))
+    tabs = (torch.randn(4, 3, dtype=torch.float64, requires_grad=True),
+            torch.randn(5, 3, dtype=torch.float64, requires_grad=True))
+    assert torch.autograd.gradcheck(lambda a, b: bpr_table_loss(a, b, users, pos, neg, 0.1, l2_reg), tabs)
+
+
+def test_scatter_bags_gives_the_same_floats_as_the_sparse_product():
+    """The TCN backward's numba scatter sums each token row's items in the same order as the CSR product."""
+    from motor import kernels
+    from motor.sparse import csr_mm, csr_pair
+
+    torch.manual_seed(3)
+    n, n_pos, k, d, widths = 300, 6, 16, 8, (2, 4)
+    ids = (torch.randint(0, k, (n, n_pos)) + torch.arange(n_pos) * k).contiguous()
+    bag_of_pos = torch.repeat_interleave(torch.arange(len(widths)), torch.tensor(widths))
+    rows = (torch.arange(n)[:, None] * len(widths) + bag_of_pos[None]).reshape(-1)
+    inc = torch.sparse_coo_tensor(torch.stack([rows, ids.reshape(-1)]), torch.ones(n * n_pos),
+                                  (n * len(widths), n_pos * k), check_invariants=True).coalesce()
+    _, inc_t = csr_pair(inc)
+    g_one, g_pre = torch.randn(n, len(widths), d), torch.randn(n, len(widths), d)
+    g_sq = torch.randn(n, d)
+    out = [torch.zeros(n_pos * k, d) for _ in range(3)]
+    starts = np.cumsum([0, *widths]).astype(np.int64)
+    kernels.scatter_bags(g_one.numpy(), g_sq.numpy(), g_pre.numpy(), ids.numpy(), starts, *(o.numpy() for o in out))
+    want = [csr_mm(inc_t, x.reshape(n * len(widths), d))
+            for x in (g_one, g_sq[:, None].expand(n, len(widths), d), g_pre)]
+    for a, b in zip(out, want):
+        assert torch.equal(a, b)
