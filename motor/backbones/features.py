@@ -57,3 +57,19 @@ def project_rows(linear: torch.nn.Module, features: torch.Tensor, index: torch.T
     if len(distinct) > all_rows_above * features.shape[0]:
         return project(linear, features).index_select(0, index)
     return project(linear, features.index_select(0, distinct)).index_select(0, inverse)
+
+
+def distinct_rows(n_rows: int, *indices: torch.Tensor, all_rows_above: float = 0.8):
+    """The rows a batch reads, once each: ``(rows, remapped)`` with ``rows`` the distinct values of ``indices``
+    (None: every row, when they are more than ``all_rows_above`` of the ``n_rows``) and each index tensor
+    re-mapped to positions in ``rows``. For losses that read rows of a projected matrix themselves
+    (:func:`motor.backbones.losses.bpr_table_loss`); one ``unique`` serves every modality."""
+    distinct, inverse = torch.unique(torch.cat(indices), return_inverse=True)
+    if len(distinct) > all_rows_above * n_rows:
+        return None, indices
+    return distinct, inverse.split([len(i) for i in indices])
+
+
+def project_distinct(linear: torch.nn.Module, features: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
+    """``linear(features[rows])`` (every row when ``rows`` is None; see :func:`distinct_rows`)."""
+    return project(linear, features if rows is None else features.index_select(0, rows))

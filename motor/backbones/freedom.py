@@ -31,9 +31,9 @@ from torch import nn
 
 from ..defaults import DIM
 from .base import MultimodalBackbone
-from .features import project_rows
+from .features import distinct_rows, project_distinct
 from .graph import PrunedAdjacency, cached_knn_graph, layer_mean, propagate
-from .losses import bpr_triplet_loss, take
+from .losses import bpr_table_loss
 
 
 def modality_weights(modalities: list[str], image_weight: float) -> dict[str, float]:
@@ -82,12 +82,10 @@ class FREEDOM(MultimodalBackbone):
 
     def loss(self, users, pos, neg):
         u_all, i_all = self.forward_graphs(self.graph.pruned)
-        u = u_all.index_select(0, users)
-        ip, ineg = take(i_all, pos, neg)
-        base = bpr_triplet_loss(u, ip, ineg)
+        base = bpr_table_loss(u_all, i_all, users, pos, neg)
         modal = 0.0
+        rows, (p, n) = distinct_rows(self.n_items, pos, neg)  # each modality projects only these items
         for m in self.modalities:
-            proj = project_rows(self.projections[m], self.features(m), torch.cat([pos, neg]))
-            p, n = proj.split([len(pos), len(neg)])
-            modal = modal + bpr_triplet_loss(u, p, n)
+            proj = project_distinct(self.projections[m], self.features(m), rows)
+            modal = modal + bpr_table_loss(u_all, proj, users, p, n)
         return base + self.reg_weight * modal
