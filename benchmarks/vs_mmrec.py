@@ -81,6 +81,8 @@ MODELS = {
                 "dropout_rate": 0.3}, 1e-4),
 }
 DEFAULT_MODELS = ["BPR", "LightGCN", "VBPR", "LayerGCN", "BM3", "FREEDOM", "MGCN", "SLMRec", "GRCN"]
+# models timed on the datasets other than ml100k (Baby scale), where MMRec's GRCN and SLMRec take minutes an epoch
+LARGE_MODELS = ["LightGCN", "VBPR", "BM3", "FREEDOM", "MGCN"]
 # epochs per process (the first is a warm-up): fewer for the slow models and at Baby scale
 EPOCHS = {"GRCN": 3, "SLMRec": 4, "MGCN": 5}
 EPOCHS_LARGE = 4
@@ -519,8 +521,9 @@ def meta(a, source: Path | None) -> dict:
             "mmrec_commit": mmrec_commit_of(source, a.mmrec_commit) if source else "?", "cpus": os.cpu_count(),
             "cpu_model": cpu, "torch_motor": torch.__version__, "torch_mmrec": versions,
             "python": platform.python_version(), "threads": 1,
-            "plan": f"datasets {' '.join(a.datasets)}; models {' '.join(a.models)}; repeats {a.repeats}; "
-                    f"features {a.features}"}
+            "plan": f"datasets {' '.join(a.datasets)}; models {' '.join(a.models)} (ml100k), "
+                    f"{' '.join(a.large_models)} (larger data); repeats {a.repeats} (ml100k), "
+                    f"{a.large_repeats or a.repeats} (larger data); features {a.features}"}
 
 
 # ------------------------------------------------------------------------------------------------ report
@@ -629,7 +632,11 @@ def main() -> None:
                     help=f"raw feature matrices of {', '.join(FEATURE_MODELS)}: trained on both sides (MMRec as it "
                          "is, motor train_features=True), frozen on both (MMRec patched with P8, motor's default), "
                          "or both pairs (default)")
+    ap.add_argument("--large-models", nargs="+", default=LARGE_MODELS, choices=list(MODELS),
+                    help="models timed on every dataset other than ml100k (default: %(default)s)")
     ap.add_argument("--repeats", type=int, default=3, help="rounds of (MMRec, motor-id, motor-ms) per cell")
+    ap.add_argument("--large-repeats", type=int, default=None,
+                    help="rounds per cell on the datasets other than ml100k (default: --repeats)")
     ap.add_argument("--epochs", type=int, default=None,
                     help=f"epochs per process, >= 2 (default 6 on ml100k, {EPOCHS_LARGE} on larger data; "
                          f"{EPOCHS} for the slow models)")
@@ -655,7 +662,12 @@ def main() -> None:
         a.mmrec_python = setup_venv(work, a.python)
     if "mmrec" in a.sides and not Path(a.mmrec_python).exists():
         ap.error(f"MMRec's python {a.mmrec_python} not found: pass --mmrec-python or add --setup-venv")
-    cells = cells_of(a.models, a.features)
+    def plan(dataset: str) -> tuple[list[tuple[str, str | None]], int]:  # (cells, rounds) of a dataset
+        if dataset == "ml100k":
+            return cells_of(a.models, a.features), a.repeats
+        return cells_of(a.large_models, a.features), a.large_repeats or a.repeats
+
+    cells = [c for d in a.datasets for c in plan(d)[0]]
     copies = [prepare_mmrec(a.mmrec, work, a.mmrec_commit)]
     if "mmrec" in a.sides and any(f == "frozen" for _, f in cells):
         copies.append(prepare_mmrec(a.mmrec, work, a.mmrec_commit, frozen_features=True))
@@ -666,12 +678,15 @@ def main() -> None:
     results.parent.mkdir(parents=True, exist_ok=True)
     with open(results, "a") as fh:
         fh.write(json.dumps(meta(a, a.mmrec)) + "\n")
-    say(f"{len(a.datasets)} dataset(s) x {len(cells)} model row(s) x {a.repeats} round(s) x {len(a.sides)} "
-        f"side(s), 1 thread each; results {results}")
     for dataset in a.datasets:
-        for model, features in cells:
+        dcells, rounds = plan(dataset)
+        say(f"{dataset}: {len(dcells)} model row(s) x {rounds} round(s) x {len(a.sides)} side(s), 1 thread each; "
+            f"results {results}")
+    for dataset in a.datasets:
+        dcells, rounds = plan(dataset)
+        for model, features in dcells:
             epochs = a.epochs or EPOCHS.get(model, 6 if dataset == "ml100k" else EPOCHS_LARGE)
-            for rnd in range(1, a.repeats + 1):
+            for rnd in range(1, rounds + 1):
                 for side in a.sides:
                     try:
                         run_one(side, dataset, model, rnd, epochs, a, work, results, features)
