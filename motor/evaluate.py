@@ -61,7 +61,17 @@ def topk_items(model, users: np.ndarray, train: sp.csr_matrix, k: int, mask_extr
     for s in range(0, len(users), batch_users):
         ub = users[s:s + batch_users]
         scores = model.score(torch.as_tensor(ub, device=device)).float()
-        sub = mask[ub].tocoo()
+        sub = mask[ub]
+        if scores.device.type == "cpu" and scores.is_contiguous():
+            # one numba pass per row: masking and selection together, ties in item order (kernels.topk_masked)
+            from . import kernels
+
+            sub.sort_indices()
+            top = np.empty((len(ub), kk), dtype=np.int64)
+            kernels.topk_masked(scores.numpy(), kk, sub.indptr.astype(np.int64), sub.indices.astype(np.int64), top)
+            out[s:s + len(ub), :kk] = top
+            continue
+        sub = sub.tocoo()
         scores[torch.as_tensor(sub.row, device=scores.device), torch.as_tensor(sub.col, device=scores.device)] = \
             -float("inf")
         out[s:s + len(ub), :kk] = scores.topk(kk, dim=1).indices.cpu().numpy()

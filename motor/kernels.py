@@ -173,3 +173,100 @@ def scatter_bags(g_one, g_sq, g_pre, ids, starts, g_scaled, g_squared, g_proj):
                 _add(g_scaled[r], go)
                 _add(g_squared[r], g_sq[i])
                 _add(g_proj[r], gp)
+
+
+@numba.njit(**_JIT)
+def _worse(va, ja, vb, jb) -> bool:
+    """Whether (score va, column ja) ranks below (vb, jb): a lower score, or an equal score and a later column."""
+    return va < vb or (va == vb and ja > jb)
+
+
+@numba.njit(**_JIT)
+def _sift_down(vals, idx, k) -> None:
+    """Restore the heap (worst entry at the root) after the root was replaced."""
+    i = 0
+    while True:
+        c = 2 * i + 1
+        if c >= k:
+            return
+        if c + 1 < k and _worse(vals[c + 1], idx[c + 1], vals[c], idx[c]):
+            c += 1
+        if not _worse(vals[c], idx[c], vals[i], idx[i]):
+            return
+        vals[i], vals[c] = vals[c], vals[i]
+        idx[i], idx[c] = idx[c], idx[i]
+        i = c
+
+
+@numba.njit(**_JIT)
+def _sift_up(vals, idx, i) -> None:
+    """Restore the heap after appending entry ``i``."""
+    while i > 0:
+        p = (i - 1) // 2
+        if not _worse(vals[i], idx[i], vals[p], idx[p]):
+            return
+        vals[i], vals[p] = vals[p], vals[i]
+        idx[i], idx[p] = idx[p], idx[i]
+        i = p
+
+
+@numba.njit(**_JIT)
+def topk_masked(scores, k, mask_indptr, mask_indices, out):
+    """Per row of ``scores`` (n, m): the ``k`` highest-scoring columns, best first, skipping the row's masked
+    columns (CSR ``mask_indptr``/``mask_indices``, row i of the mask for row i of the scores, indices sorted).
+
+    One pass per row with a k-entry heap whose root is the worst kept entry; a column enters only with a score
+    strictly above the root's, so among equal scores the lower column ranks first (a fixed, documented order,
+    where ``torch.topk`` leaves ties in no specified order). When a row has fewer than k unmasked columns the list
+    is completed with its masked columns in ascending order (they score -inf for the caller). NaN scores are never
+    selected. Writes ``out`` (n, k) int64.
+    """
+    n, m = scores.shape
+    vals = np.empty(k, dtype=np.float32)
+    idx = np.empty(k, dtype=np.int64)
+    for r in range(n):
+        s = scores[r]
+        p, p_end = mask_indptr[r], mask_indptr[r + 1]
+        count = 0
+        thr = np.float32(0.0)
+        start = 0
+        while start < m:
+            stop = mask_indices[p] if p < p_end else m  # the unmasked run start:stop
+            j = start
+            while count < k and j < stop:  # filling the heap
+                v = s[j]
+                if v == v:
+                    vals[count] = v
+                    idx[count] = j
+                    _sift_up(vals, idx, count)
+                    count += 1
+                    thr = vals[0]
+                j += 1
+            while j < stop:  # the common case: one comparison per column
+                v = s[j]
+                if v > thr:
+                    vals[0] = v
+                    idx[0] = j
+                    _sift_down(vals, idx, k)
+                    thr = vals[0]
+                j += 1
+            start = stop + 1
+            p += 1
+        # best first: insertion sort of the kept entries
+        row = out[r]
+        for a in range(count):
+            v, j = vals[a], idx[a]
+            b = a
+            while b > 0 and _worse(vals[b - 1], idx[b - 1], v, j):
+                vals[b] = vals[b - 1]
+                idx[b] = idx[b - 1]
+                b -= 1
+            vals[b] = v
+            idx[b] = j
+        for a in range(count):
+            row[a] = idx[a]
+        p = mask_indptr[r]
+        while count < k and p < p_end:
+            row[count] = mask_indices[p]
+            count += 1
+            p += 1

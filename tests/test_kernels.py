@@ -75,3 +75,34 @@ def test_scatter_bags_gives_the_same_floats_as_the_sparse_product():
             for x in (g_one, g_sq[:, None].expand(n, len(widths), d), g_pre)]
     for a, b in zip(out, want):
         assert torch.equal(a, b)
+
+
+def test_topk_masked_equals_torch_topk_with_the_mask_applied():
+    """Distinct scores: the same lists as torch.topk after setting masked entries to -inf."""
+    from scipy import sparse as sp
+
+    from motor import kernels
+
+    rng = np.random.default_rng(4)
+    scores = rng.standard_normal((40, 300)).astype(np.float32)
+    mask = sp.random(40, 300, density=0.2, format="csr", random_state=5)
+    mask.sort_indices()
+    out = np.empty((40, 20), dtype=np.int64)
+    kernels.topk_masked(scores, 20, mask.indptr.astype(np.int64), mask.indices.astype(np.int64), out)
+    t = torch.from_numpy(scores.copy())
+    coo = mask.tocoo()
+    t[coo.row, coo.col] = -float("inf")
+    assert np.array_equal(out, t.topk(20, dim=1).indices.numpy())
+
+
+def test_topk_masked_orders_ties_by_item_and_fills_short_rows_with_masked_items():
+    from motor import kernels
+
+    scores = np.array([[1.0, 3.0, 3.0, 2.0, 3.0, 0.5],  # ties at 3.0: items 1, 2, 4 in that order
+                       [9.0, 8.0, 7.0, 6.0, 5.0, 4.0]], dtype=np.float32)
+    indptr = np.array([0, 1, 5], dtype=np.int64)
+    indices = np.array([2, 0, 1, 2, 3], dtype=np.int64)  # row 0 masks item 2; row 1 masks items 0-3
+    out = np.empty((2, 4), dtype=np.int64)
+    kernels.topk_masked(scores, 4, indptr, indices, out)
+    assert out[0].tolist() == [1, 4, 3, 0]
+    assert out[1].tolist() == [4, 5, 0, 1]  # two unmasked items, then masked ones in item order

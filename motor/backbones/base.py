@@ -52,6 +52,7 @@ class Backbone(nn.Module):
         self.n_users, self.n_items, self.dim = n_users, n_items, dim
         self.item_repr = item_repr
         self._eval_cache: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._eval_items_t: torch.Tensor | None = None
 
     # --- to implement -------------------------------------------------------------------------------------
     def embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -73,15 +74,20 @@ class Backbone(nn.Module):
         try:
             with torch.no_grad():
                 self._eval_cache = self.embeddings()
+                # the item matrix transposed once: the scoring product with a contiguous (d, n_items) operand
+                # is about 1.4x faster on CPU than with the transposed view, and gives the same floats
+                self._eval_items_t = self._eval_cache[1].T.contiguous()
                 yield self
         finally:
-            self._eval_cache = None
+            self._eval_cache = self._eval_items_t = None
             self.train(was_training)
 
     @torch.no_grad()
     def score(self, users: torch.Tensor) -> torch.Tensor:
         """(len(users), n_items) preference scores."""
-        u, i = self._eval_cache if self._eval_cache is not None else self.embeddings()
+        if self._eval_cache is not None:
+            return self._eval_cache[0][users] @ self._eval_items_t
+        u, i = self.embeddings()
         return u[users] @ i.T
 
     @torch.no_grad()
