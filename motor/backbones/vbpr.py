@@ -28,8 +28,8 @@ from torch import nn
 
 from ..defaults import DIM
 from .base import Backbone
-from .features import project, project_rows, stacked_features
-from .losses import bpr_triplet_loss, check_reg_form, emb_loss, l2_reg
+from .features import distinct_rows, project, project_distinct, project_rows, stacked_features
+from .losses import bpr_table_loss, check_reg_form, emb_loss, l2_reg
 
 # Search space (``motor.tune``): MMRec ``VBPR.yaml``, 7 points. The values are on MMRec's scale (its ``EmbLoss``,
 # ``reg_form="mmrec"``); with the default "motor" form equal values are not equal regularisation (measured for
@@ -56,7 +56,7 @@ class VBPR(Backbone):
         return self.user_emb, self.items()
 
     def loss(self, users, pos, neg):
-        u = self.user_emb.index_select(0, users)
-        items = self.items(torch.cat([pos, neg]))
-        ip, ineg = items.split([len(pos), len(neg)])  # split, not slices: its backward is one cat
-        return bpr_triplet_loss(u, ip, ineg) + self.reg_weight * self.penalty(u, ip, ineg)
+        rows, (p, n) = distinct_rows(self.n_items, pos, neg)  # the items this batch reads (None: all), once each
+        ids = self.item_repr() if rows is None else self.item_repr(rows)
+        items = torch.cat([ids, project_distinct(self.proj, self.features, rows)], dim=1)
+        return bpr_table_loss(self.user_emb, items, users, p, n, self.reg_weight, self.penalty)
