@@ -61,7 +61,7 @@ def child(backbone: str, kind: str, dataset: str, epochs: int, device: str = "cp
 def gemm_bound(n_users: int, n_items: int, dim: int, device: str = "cpu") -> float:
     """Seconds that the scoring products of one full evaluation take at this machine's measured matmul rate:
     ``n_users x n_items x dim x 2`` flops, the rate of (4096, dim) x (dim, n_items) float32 products timed here
-    (the best of 5). The floor under any evaluation that scores every item for every user."""
+    (the best of 6). The floor under any evaluation that scores every item for every user."""
     import time
 
     import torch

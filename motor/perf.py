@@ -5,6 +5,7 @@ zero-filled pages on the next allocation. A training step allocates and frees th
 of times, so the page faults can cost more than the arithmetic.
 :func:`keep_freed_memory` raises the thresholds so freed blocks are reused, which is what PyTorch's CPU
 performance guide gets by preloading jemalloc/tcmalloc. The cost is that freed memory stays with the process.
+:func:`numba_kernels_apply` says when the numba CPU kernels of :mod:`motor.kernels` can replace a torch expression.
 """
 from __future__ import annotations
 
@@ -33,3 +34,11 @@ def keep_freed_memory(limit_bytes: int = 1 << 30) -> bool:
         return False
     _done = ok
     return ok
+
+
+def numba_kernels_apply(*tensors) -> bool:
+    """Whether the numba kernels of :mod:`motor.kernels` can take these tensors: contiguous float32 CPU tensors
+    (callers keep the torch expression for every other case: CUDA, float64)."""
+    import torch
+
+    return all(t.device.type == "cpu" and t.dtype == torch.float32 and t.is_contiguous() for t in tensors)

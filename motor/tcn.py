@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .perf import numba_kernels_apply
 from .sparse import csr_mm, csr_pair
 
 _ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "gelu": nn.GELU, "sigmoid": nn.Sigmoid}
@@ -162,7 +163,7 @@ class _TanhCross(torch.autograd.Function):
         g = g[:, None, :].expand(n, n_bags, d).contiguous()
         g_pre = torch.addcmul(g, g, t * t, value=-1.0)  # d/d pre: 1 - tanh^2
         g_one = torch.addcmul(g, g, one)  # d/d one: 1 + one
-        if _numba_ok(tables, g_one, g_sq, g_pre):
+        if numba_kernels_apply(tables, g_one, g_sq, g_pre):
             from . import kernels
 
             rows = [torch.zeros(tables.shape[0] * tables.shape[1], x.shape[-1]) for x in (g_one, g_sq, g_pre)]
@@ -176,11 +177,6 @@ class _TanhCross(torch.autograd.Function):
             parts = [scatter(g_one), scatter(g_sq.expand(n, n_bags, d)), scatter(g_pre)]
         grads = _token_parts_backward(*parts, tables, w, w1, scaled)
         return (*grads, g_pre.sum(0), None, None, None, None, None)
-
-
-def _numba_ok(*tensors: torch.Tensor) -> bool:
-    """Whether the numba kernels apply: contiguous float32 CPU tensors."""
-    return all(t.device.type == "cpu" and t.dtype == torch.float32 and t.is_contiguous() for t in tensors)
 
 
 def cross_all_items(nets: Sequence[CrossNetwork], tables: torch.Tensor, widths: Sequence[int],

@@ -53,10 +53,8 @@ def project_rows(linear: torch.nn.Module, features: torch.Tensor, index: torch.T
 
     The product is compute-bound and the gather memory-bound: a batch's item indices repeat popular items, so
     projecting only the distinct ones is cheaper than projecting one row per index."""
-    distinct, inverse = torch.unique(index, return_inverse=True)
-    if len(distinct) > all_rows_above * features.shape[0]:
-        return project(linear, features).index_select(0, index)
-    return project(linear, features.index_select(0, distinct)).index_select(0, inverse)
+    rows, (local,) = distinct_rows(features.shape[0], index, all_rows_above=all_rows_above)
+    return project_distinct(linear, features, rows).index_select(0, local)
 
 
 def distinct_rows(n_rows: int, *indices: torch.Tensor, all_rows_above: float = 0.8):

@@ -6,6 +6,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..perf import numba_kernels_apply
+
 
 def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
     """Inverted dropout (zero with probability ``p``, scale the rest by 1/(1-p)) from the global torch RNG.
@@ -164,11 +166,6 @@ def bpr_loss(pos_scores: torch.Tensor, neg_scores: torch.Tensor) -> torch.Tensor
     return -F.logsigmoid(pos_scores - neg_scores).mean()
 
 
-def _numba_ready(*tensors: torch.Tensor) -> bool:
-    """Whether the numba kernels (:mod:`motor.kernels`) apply: contiguous float32 CPU tensors."""
-    return all(t.device.type == "cpu" and t.dtype == torch.float32 and t.is_contiguous() for t in tensors)
-
-
 def _scaled(grads: tuple[torch.Tensor, ...], g: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """Gradients computed in the forward pass for an upstream gradient of 1, scaled by the actual one."""
     if g.device.type == "cpu" and float(g) == 1.0:
@@ -184,7 +181,7 @@ class _BPRTriplet(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, u, p, n):
-        if _numba_ready(u, p, n):
+        if numba_kernels_apply(u, p, n):
             from .. import kernels
 
             grads = tuple(torch.empty_like(t) for t in (u, p, n))
@@ -240,9 +237,12 @@ def bpr_table_loss(user_table: torch.Tensor, item_table: torch.Tensor, users: to
     writes the tables' gradients directly (BPR, ml100k: loss forward and backward about 10x faster than the
     gathers, the dozen torch passes and the scatter-adds); elsewhere the torch expression."""
     penalty = l2_reg if penalty is None and reg_weight else penalty
-    form = {None: 2, l2_reg: 0, emb_loss: 1}.get(penalty if reg_weight else None)
-    if form is not None and _numba_ready(user_table, item_table) and all(
+    if (penalty in (l2_reg, emb_loss) or not reg_weight) and numba_kernels_apply(user_table, item_table) and all(
             t.dtype == torch.int64 and t.device.type == "cpu" and t.is_contiguous() for t in (users, pos, neg)):
+        from .. import kernels
+
+        form = (kernels.PENALTY_NONE if not reg_weight else
+                kernels.PENALTY_L2 if penalty is l2_reg else kernels.PENALTY_NORM)
         return _BPRTables.apply(user_table, item_table, users, pos, neg, reg_weight, form)
     u = user_table.index_select(0, users)
     ip, ineg = take(item_table, pos, neg)
