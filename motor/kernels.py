@@ -211,62 +211,149 @@ def _sift_up(vals, idx, i) -> None:
 
 
 @numba.njit(**_JIT)
+def _topk_row(s, k, mask_indices, p, p_end, vals, idx) -> int:
+    """The ``k`` best unmasked columns of one score row ``s`` into ``vals``/``idx`` (best first); returns how many.
+
+    A k-entry heap whose root is the worst kept entry; a column enters only with a score strictly above the
+    root's, so among equal scores the lower column ranks first. ``mask_indices[p:p_end]`` (sorted) are skipped;
+    NaN scores are never kept.
+    """
+    m = s.shape[0]
+    count = 0
+    thr = vals[0]
+    start = 0
+    while start < m:
+        stop = mask_indices[p] if p < p_end else m  # the unmasked run start:stop
+        j = start
+        while count < k and j < stop:  # filling the heap
+            v = s[j]
+            if v == v:
+                vals[count] = v
+                idx[count] = j
+                _sift_up(vals, idx, count)
+                count += 1
+                thr = vals[0]
+            j += 1
+        while j < stop:  # the common case: one comparison per column
+            v = s[j]
+            if v > thr:
+                vals[0] = v
+                idx[0] = j
+                _sift_down(vals, idx, k)
+                thr = vals[0]
+            j += 1
+        start = stop + 1
+        p += 1
+    for a in range(count):  # best first: insertion sort of the kept entries
+        v, j = vals[a], idx[a]
+        b = a
+        while b > 0 and _worse(vals[b - 1], idx[b - 1], v, j):
+            vals[b] = vals[b - 1]
+            idx[b] = idx[b - 1]
+            b -= 1
+        vals[b] = v
+        idx[b] = j
+    return count
+
+
+@numba.njit(**_JIT)
 def topk_masked(scores, k, mask_indptr, mask_indices, out):
     """Per row of ``scores`` (n, m): the ``k`` highest-scoring columns, best first, skipping the row's masked
     columns (CSR ``mask_indptr``/``mask_indices``, row i of the mask for row i of the scores, indices sorted).
 
-    One pass per row with a k-entry heap whose root is the worst kept entry; a column enters only with a score
-    strictly above the root's, so among equal scores the lower column ranks first (a fixed, documented order,
-    where ``torch.topk`` leaves ties in no specified order). When a row has fewer than k unmasked columns the list
-    is completed with its masked columns in ascending order (they score -inf for the caller). NaN scores are never
-    selected. Writes ``out`` (n, k) int64.
+    Among equal scores the lower column ranks first (a fixed, documented order, where ``torch.topk`` leaves ties
+    in no specified order). When a row has fewer than k unmasked columns the list is completed with its masked
+    columns in ascending order (they score -inf for the caller). NaN scores are never selected. Writes ``out``
+    (n, k) int64.
     """
-    n, m = scores.shape
-    vals = np.empty(k, dtype=np.float32)
+    n = scores.shape[0]
+    vals = np.empty(k, dtype=scores.dtype)
     idx = np.empty(k, dtype=np.int64)
     for r in range(n):
-        s = scores[r]
         p, p_end = mask_indptr[r], mask_indptr[r + 1]
-        count = 0
-        thr = np.float32(0.0)
-        start = 0
-        while start < m:
-            stop = mask_indices[p] if p < p_end else m  # the unmasked run start:stop
-            j = start
-            while count < k and j < stop:  # filling the heap
-                v = s[j]
-                if v == v:
-                    vals[count] = v
-                    idx[count] = j
-                    _sift_up(vals, idx, count)
-                    count += 1
-                    thr = vals[0]
-                j += 1
-            while j < stop:  # the common case: one comparison per column
-                v = s[j]
-                if v > thr:
-                    vals[0] = v
-                    idx[0] = j
-                    _sift_down(vals, idx, k)
-                    thr = vals[0]
-                j += 1
-            start = stop + 1
-            p += 1
-        # best first: insertion sort of the kept entries
+        count = _topk_row(scores[r], k, mask_indices, p, p_end, vals, idx)
         row = out[r]
         for a in range(count):
-            v, j = vals[a], idx[a]
-            b = a
-            while b > 0 and _worse(vals[b - 1], idx[b - 1], v, j):
-                vals[b] = vals[b - 1]
-                idx[b] = idx[b - 1]
-                b -= 1
-            vals[b] = v
-            idx[b] = j
-        for a in range(count):
             row[a] = idx[a]
-        p = mask_indptr[r]
         while count < k and p < p_end:
             row[count] = mask_indices[p]
             count += 1
             p += 1
+
+
+@numba.njit(**_JIT)
+def _is_masked(mask_indices, p, p_end, j) -> bool:
+    """Whether column ``j`` is in the sorted ``mask_indices[p:p_end]`` (binary search)."""
+    lo, hi = p, p_end
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if mask_indices[mid] < j:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo < p_end and mask_indices[lo] == j
+
+
+@numba.njit(**_JIT)
+def _count_equal(s, v, mask_indices, p, p_end) -> int:
+    """How many unmasked columns of ``s`` score exactly ``v``."""
+    m = s.shape[0]
+    n_eq = 0
+    start = 0
+    while start < m:
+        stop = mask_indices[p] if p < p_end else m
+        for j in range(start, stop):
+            if s[j] == v:
+                n_eq += 1
+        start = stop + 1
+        p += 1
+    return n_eq
+
+
+@numba.njit(**_JIT)
+def held_ranks(scores, k, mask_indptr, mask_indices, held_indptr, held_indices, top_scores, above, tied, first):
+    """Where each row's held-out columns rank among its unmasked columns, ties kept as ties.
+
+    ``scores`` (n, m); ``mask_*`` and ``held_*``: CSR rows (sorted indices) for the same n rows. For every held
+    entry e (column j of row r) whose score is at least the row's k-th best unmasked score: ``above[e]`` =
+    unmasked columns scoring strictly higher, ``tied[e]`` = unmasked columns scoring exactly the same (j
+    included), ``first[e]`` = its rank when ties go to the lower column (-1 beyond k). Out of reach (a lower
+    score, masked, NaN): above = first = -1, tied = 0. ``top_scores`` (n, k + 1) receives each row's k + 1 best
+    unmasked scores, best first (-inf where a row has fewer columns), which show ties at a cut-off.
+    """
+    n = scores.shape[0]
+    vals = np.empty(k + 1, dtype=scores.dtype)
+    idx = np.empty(k + 1, dtype=np.int64)
+    for r in range(n):
+        s = scores[r]
+        p, p_end = mask_indptr[r], mask_indptr[r + 1]
+        count = _topk_row(s, k + 1, mask_indices, p, p_end, vals, idx)
+        for a in range(k + 1):
+            top_scores[r, a] = vals[a] if a < count else -np.inf
+        n_list = min(count, k)  # the top-k list: every column scoring above the k-th best score is in it
+        short = count < k  # fewer than k unmasked columns: the list holds them all
+        kth = vals[k - 1] if not short else vals[0]
+        n_kth = -1  # unmasked columns scoring exactly the k-th best score, counted once when needed
+        for e in range(held_indptr[r], held_indptr[r + 1]):
+            j = held_indices[e]
+            above[e] = -1
+            tied[e] = 0
+            first[e] = -1
+            v = s[j]
+            if v != v or _is_masked(mask_indices, p, p_end, j) or (not short and v < kth):
+                continue
+            n_gt = 0
+            n_eq = 0
+            for a in range(n_list):
+                if vals[a] > v:
+                    n_gt += 1
+                elif vals[a] == v:
+                    n_eq += 1
+                if idx[a] == j:
+                    first[e] = a
+            if not short and v == kth:  # its tie group may run past the list: count it in the whole row
+                if n_kth < 0:
+                    n_kth = _count_equal(s, kth, mask_indices, p, p_end)
+                n_eq = n_kth
+            above[e] = n_gt
+            tied[e] = n_eq
