@@ -28,7 +28,7 @@ from .defaults import BATCH_SIZE, DIM, EPOCHS, LR, N_CENTROIDS, N_TOKENS, PATIEN
 from .evaluate import DEFAULT_BUCKETS, evaluate, evaluate_cold_candidates
 from .item_repr import build_item_repr, item_repr_class
 from .synthetic import synthetic
-from .tokenizer import PQTokenizer, check_params, n_centroids_of, tokenize
+from .tokenizer import PQTokenizer, check_params, collision_share, n_centroids_of, tokenize
 from .train import TrainConfig, train, trainer_settings
 
 
@@ -411,6 +411,8 @@ def run(config: RunConfig | None = None, *, reuse: bool = False, save: bool = Tr
     n_item = model.item_parameters()
     params = {"total": model.n_parameters(), "item": n_item,
               "item_fraction": n_item / float(ds.n_items * cfg.dim), "id_table": ds.n_items * cfg.dim}
+    if token_ids is not None:  # items whose whole code (every modality the run reads) is another item's too
+        params["shared_code_fraction"] = collision_share(token_ids)["all"]
     vectors = None
     if save_vectors:
         vectors = model.item_vectors().cpu().numpy()

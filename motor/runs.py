@@ -31,6 +31,11 @@ import pandas as pd
 
 from .cache import atomic_write_bytes, atomic_write_text
 
+# How tied scores were ranked when a run was evaluated (motor.evaluate): runs saved before tie-aware evaluation
+# have no "ties" entry in metrics.json and ranked ties by the lower item id ("first").
+TIES_RULE = "expected"
+TIES_BEFORE = "first"
+
 ID_COLUMNS = ["run_id", "dataset", "split", "split_seed", "backbone", "item_repr", "modalities", "n_tokens", "seed",
               "variant"]
 
@@ -204,7 +209,8 @@ def _write_run(folder: Path, result, model_state: dict[str, np.ndarray] | None) 
     else:  # weights of an earlier run of this id would not match the metrics written below
         (folder / "model_state.npz").unlink(missing_ok=True)
     meta = {"valid": result.valid, "test": result.test, "params": result.params, "timings": result.timings,
-            "best_epoch": result.best_epoch, "stopped": result.stopped, "provenance": provenance()}
+            "best_epoch": result.best_epoch, "stopped": result.stopped, "provenance": provenance(),
+            "ties": TIES_RULE}
     atomic_write_text(folder / "metrics.json", json.dumps(meta, indent=1, sort_keys=True))
 
 
@@ -291,7 +297,7 @@ def load(root: str | os.PathLike | None = None) -> pd.DataFrame:
     if skipped:
         warnings.warn(f"runs.load: skipped {len(skipped)} run folder(s) under {base} that cannot be read: "
                       f"{'; '.join(skipped)}. Fix: delete those folders (or run them again).", stacklevel=2)
-    cols = ID_COLUMNS + ["eval_split", "bucket", "metric", "k", "value"]
+    cols = ID_COLUMNS + ["eval_split", "bucket", "metric", "k", "value", "ties"]
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -303,7 +309,7 @@ def _rows(folder: Path) -> list[dict]:
                  "split_seed": cfg.get("split_seed", 0),
                  "backbone": cfg["backbone"], "item_repr": cfg["item_repr"],
                  "modalities": "+".join(cfg.get("modalities") or ["all"]), "n_tokens": cfg["n_tokens"],
-                 "seed": cfg["seed"], "variant": variant_of(cfg)}
+                 "seed": cfg["seed"], "variant": variant_of(cfg), "ties": meta.get("ties", TIES_BEFORE)}
     except (KeyError, TypeError) as exc:
         raise ValueError(f"config.json: no valid entry {exc}") from exc
     rows = []
@@ -312,7 +318,7 @@ def _rows(folder: Path) -> list[dict]:
             for name, value in meta[split].items():
                 metric, k = _split_metric(name)
                 rows.append({**ident, "eval_split": split, "bucket": "all", "metric": metric, "k": k, "value": value})
-        for key in ("total", "item", "item_fraction"):
+        for key in ("total", "item", "item_fraction", "shared_code_fraction"):
             if key in meta["params"]:
                 rows.append({**ident, "eval_split": "-", "bucket": "all", "metric": f"params_{key}", "k": None,
                              "value": meta["params"][key]})

@@ -38,6 +38,12 @@ def test_run_saves_and_registry_loads(tmp_path, monkeypatch):
     assert f"| synthetic | lightgcn | id | {a.test['recall@20']:.4f} | {a.test['ndcg@20']:.4f} | 1 | — |" in md
     sig = analysis.significance_table(df)
     assert len(sig) == 1 and 0 <= sig.t_pvalue.iloc[0] <= 1
+    # every run records its tie shares and ranking rule; a token run the share of items that share their code
+    assert set(df.ties) == {"expected"} and 0 <= a.test["tie_share@20"] <= 1
+    shared = df[(df.metric == "params_shared_code_fraction")].set_index("run_id").value
+    assert list(shared.index) == [b.run_id]
+    ids = motor.tokenize(get_dataset("synthetic"), 2)
+    assert shared[b.run_id] == pytest.approx(motor.tokenizer.collision_share(ids)["all"])
     saved = runs.read(a.run_id)
     assert saved["item_vectors"].shape == (500, 64)
     made_by = saved["provenance"]  # which code made the run
