@@ -35,13 +35,15 @@ TIES = ("expected", "first")
 
 @dataclass
 class EvalResult:
-    """``metrics``: {"recall@20": mean, ...}; ``per_user``: one row per evaluated user; ``buckets``: per-bucket."""
+    """``metrics``: {"recall@20": mean, ...}; ``per_user``: one row per evaluated user; ``buckets``: per-bucket;
+    ``hit_profile``: expected hits per user at each rank position, by popularity bucket (:func:`hit_profile`)."""
 
     split: str
     metrics: dict[str, float]
     per_user: pd.DataFrame
     buckets: pd.DataFrame = field(default_factory=pd.DataFrame)
     seconds: float = 0.0
+    hit_profile: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     def __getitem__(self, key: str) -> float:
         return self.metrics[key]
@@ -276,6 +278,27 @@ def metrics_from_ranks(ranks: HeldRanks, ks=DEFAULT_KS, ties: str = "expected",
     return pd.DataFrame(data)
 
 
+def hit_profile(ranks: HeldRanks, k: int, groups: list[tuple[str, np.ndarray]], ties: str = "expected") -> pd.DataFrame:
+    """Where in the top ``k`` the hits land: for each (group label, position p < k) the expected number of held-out
+    items at rank p per evaluated user, over the held items of that group (``groups``: (label, bool item mask)).
+
+    Summed over positions, a group's hits per user; weighted by the discounts, its share of DCG. Columns: bucket,
+    position, hits.
+    """
+    _check_ties(ties)
+    a, g = (ranks.first, (ranks.first >= 0).astype(np.int64)) if ties == "first" else (ranks.above, ranks.tied)
+    n_users = max(len(ranks.users), 1)
+    frames = []
+    for label, item_mask in groups:
+        sel = (a >= 0) & np.asarray(item_mask, bool)[ranks.items] & (a < k)
+        lo, hi, w = a[sel], np.minimum(a[sel] + g[sel], k), 1.0 / g[sel]
+        # each held item is at every position of its tie group with probability 1/g: a difference array
+        delta = np.bincount(lo, weights=w, minlength=k + 1) - np.bincount(hi, weights=w, minlength=k + 1)
+        frames.append(pd.DataFrame({"bucket": label, "position": np.arange(k),
+                                    "hits": np.cumsum(delta)[:k] / n_users}))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["bucket", "position", "hits"])
+
+
 def tie_shares(ranks: HeldRanks, ks=DEFAULT_KS) -> dict[str, float]:
     """``{"tie_share@K": share of ranked users whose K-th and (K+1)-th best scores are equal}``."""
     n = len(ranks.users)
@@ -322,12 +345,14 @@ def evaluate(model, dataset, split: str = "valid", ks=DEFAULT_KS, mask=("train",
     metrics.update(tie_shares(ranks, ks))
     pop = dataset.item_popularity
     brows = []
+    profile = pd.DataFrame()
     if buckets:
         labels = bucket_labels(buckets)
         which = item_buckets(pop, buckets)
         groups = [(lab, which == b) for b, lab in enumerate(labels)]
         if (pop == 0).any():
             groups.append(("cold (0)", pop == 0))
+        profile = hit_profile(ranks, max(ks), [("all", np.ones(len(pop), bool))] + groups, ties)
         n_test_items = np.asarray(held.sum(0)).ravel()
         for lab, item_mask in groups:
             pu = metrics_from_ranks(ranks, ks, ties, item_mask)
@@ -337,7 +362,7 @@ def evaluate(model, dataset, split: str = "valid", ks=DEFAULT_KS, mask=("train",
                 for m in ("recall", "ndcg"):
                     row[f"{m}@{k}"] = float(pu[f"{m}@{k}"].mean()) if len(pu) else float("nan")
             brows.append(row)
-    return EvalResult(split, metrics, per_user, pd.DataFrame(brows), time.perf_counter() - t0)
+    return EvalResult(split, metrics, per_user, pd.DataFrame(brows), time.perf_counter() - t0, profile)
 
 
 def cold_candidates(dataset, split: str = "test") -> np.ndarray:

@@ -272,6 +272,7 @@ class RunResult:
     stopped: str
     model: torch.nn.Module | None = None
     item_vectors: np.ndarray | None = None
+    hit_profile: pd.DataFrame | None = None  # test hits per user by rank position and popularity bucket
 
     def summary(self) -> pd.DataFrame:
         """valid/test metrics side by side."""
@@ -419,7 +420,7 @@ def run(config: RunConfig | None = None, *, reuse: bool = False, save: bool = Tr
     result = RunResult(rid, {**asdict(cfg), "trainer": _jsonable(tr.extra.get("trainer", {})),
                              "dataset_summary": _jsonable(ds.summary())}, tr.best_valid, test.metrics,
                        test.buckets, tr.history, test.per_user, params, timings, tr.best_epoch, tr.stopped,
-                       model if keep_model else None, vectors)
+                       model if keep_model else None, vectors, test.hit_profile)
     if save:
         keep_weights = keep_model if save_model is None else save_model
         runs.save(result, model_state=model_state(model) if keep_weights else None)
@@ -477,7 +478,8 @@ def run_grid(configs: list[RunConfig], train_missing: bool = True, on_result=Non
 def from_registry(run_id: str) -> RunResult:
     r = runs.read(run_id)
     return RunResult(run_id, r["config"], r["valid"], r["test"], r["buckets"], r["history"], r["per_user"],
-                     r["params"], r["timings"], r["best_epoch"], r["stopped"], None, r["item_vectors"])
+                     r["params"], r["timings"], r["best_epoch"], r["stopped"], None, r["item_vectors"],
+                     r.get("hit_profile"))
 
 
 def _jsonable(obj):

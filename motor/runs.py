@@ -194,6 +194,11 @@ def _write_run(folder: Path, result, model_state: dict[str, np.ndarray] | None) 
     atomic_write_text(folder / "config.json", json.dumps(result.config, indent=1, sort_keys=True))
     atomic_write_text(folder / "history.csv", result.history.to_csv(index=False))
     atomic_write_text(folder / "buckets.csv", result.buckets.to_csv(index=False))
+    profile = getattr(result, "hit_profile", None)
+    if profile is not None and len(profile):
+        atomic_write_text(folder / "hit_profile.csv", profile.to_csv(index=False))
+    else:
+        (folder / "hit_profile.csv").unlink(missing_ok=True)
     pu = result.per_user
     buf = io.BytesIO()
     np.savez_compressed(buf, **{c: pu[c].to_numpy() for c in pu.columns})
@@ -237,6 +242,8 @@ def read(run_id: str) -> dict:
         path = folder / "per_user_test.npz"
         with np.load(path, allow_pickle=False) as z:
             out["per_user"] = pd.DataFrame({k: z[k] for k in z.files})
+        path = folder / "hit_profile.csv"
+        out["hit_profile"] = _csv(path) if path.is_file() else None  # runs saved before it have none
         path = folder / "item_vectors.npy"
         out["item_vectors"] = np.load(path, allow_pickle=False) if path.is_file() else None
         path = folder / "metrics.json"

@@ -252,3 +252,21 @@ def test_early_stopping_selects_on_the_tie_aware_valid_metric(small_synth):
     first = evaluate(FixedScores(scores), small_synth, "valid", buckets=None, ties="first")
     assert tr.best_valid["recall@20"] == pytest.approx(expected.metrics["recall@20"])
     assert expected.metrics["recall@20"] != pytest.approx(first.metrics["recall@20"])
+
+
+def test_hit_profile_spreads_a_tie_group_over_its_positions(small_synth):
+    from motor.evaluate import hit_profile, ranks_from_scores
+
+    scores, held = _one_user([5, 4, 4, 4, 1, 0], [2])
+    prof = hit_profile(ranks_from_scores(scores, held, 4), 4, [("all", np.ones(6, bool)), ("none", np.zeros(6, bool))])
+    allp = prof[prof.bucket == "all"].hits.to_numpy()
+    np.testing.assert_allclose(allp, [0, 1 / 3, 1 / 3, 1 / 3])
+    assert (prof[prof.bucket == "none"].hits == 0).all()
+    # on a real evaluation the profile adds up to the hits and to the DCG of every user
+    rng = np.random.default_rng(0)
+    res = evaluate(FixedScores(np.round(rng.normal(size=(small_synth.n_users, small_synth.n_items)), 1)
+                               .astype(np.float32)), small_synth, "test")
+    p = res.hit_profile[res.hit_profile.bucket == "all"].hits.to_numpy()
+    pu = res.per_user
+    assert p.sum() == pytest.approx((pu["recall@20"] * pu["n_held"]).mean())
+    assert set(res.hit_profile.bucket) >= {"all", "0-5"}
