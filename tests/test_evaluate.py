@@ -136,7 +136,7 @@ def _brute_force(scores, held_items, ks, exclude=()):
 
     for choice in itertools.product(*orders):
         rank_key = {j: 0.0 for j in range(n)}
-        for g, perm in zip(tied, choice):
+        for _group, perm in zip(tied, choice):
             for pos, j in enumerate(perm):
                 rank_key[j] = pos
         order = sorted(range(n), key=lambda j: (-scores[j], rank_key[j]))

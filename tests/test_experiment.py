@@ -45,7 +45,8 @@ def test_run_saves_and_registry_loads(tmp_path, monkeypatch):
     ids = motor.tokenize(get_dataset("synthetic"), 2)
     assert shared[b.run_id] == pytest.approx(motor.tokenizer.collision_share(ids)["all"])
     prof = runs.read(b.run_id)["hit_profile"]  # where in the top 20 the test hits land
-    assert prof[prof.bucket == "all"].hits.sum() == pytest.approx((b.per_user["recall@20"] * b.per_user["n_held"]).mean())
+    hits_per_user = (b.per_user["recall@20"] * b.per_user["n_held"]).mean()
+    assert prof[prof.bucket == "all"].hits.sum() == pytest.approx(hits_per_user)
     saved = runs.read(a.run_id)
     assert saved["item_vectors"].shape == (500, 64)
     made_by = saved["provenance"]  # which code made the run
