@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+from .data import SPLIT_SCHEMES
 from .defaults import BATCH_SIZE, DIM, EPOCHS, LR, N_CENTROIDS, N_TOKENS, PATIENCE
 
 
@@ -22,7 +23,7 @@ def main(argv=None) -> int:
     t.add_argument("--dataset", default=None,
                    help="dataset folder name under $MOTOR_DATA, a folder path, or 'synthetic' (default: scientific "
                         "when present, else synthetic)")
-    t.add_argument("--split", default="random", choices=["given", "random", "loo", "cold_item"])
+    t.add_argument("--split", default="random", choices=SPLIT_SCHEMES)
     t.add_argument("--split-seed", type=int, default=0)
     t.add_argument("--backbone", default="lightgcn")
     t.add_argument("--item-repr", default="ms", help="a registered item representation, e.g. id, ms, ma "
@@ -89,7 +90,8 @@ def _json_dict(text: str) -> dict:
 
 
 def _train(args) -> int:
-    from .experiment import resolve_dataset_name, run
+    from .data import resolve_dataset_name
+    from .experiment import run
 
     t0 = time.perf_counter()
     log = sys.stderr if args.json else sys.stdout  # --json keeps stdout for the JSON document
@@ -158,7 +160,8 @@ def format_summary(res, wall_seconds: float | None = None) -> str:
 def _compare(args) -> int:
     from .analysis import compare_table, mean_std_pivot
     from .backbones import REGISTRY
-    from .experiment import RunConfig, resolve_dataset_name, run_grid
+    from .data import resolve_dataset_name
+    from .experiment import RunConfig, run_grid
     from .item_repr import headline_item_reprs
     from .runs import load
 
@@ -210,14 +213,15 @@ def _runs(args) -> int:
 
 
 def _info(args) -> int:
-    from .experiment import get_dataset, resolve_dataset_name
+    from .data import resolve_dataset_name
+    from .experiment import get_dataset
 
     print(repr(get_dataset(resolve_dataset_name(args.dataset), "given")))
     return 0
 
 
 def _dataset(args) -> int:
-    from .experiment import resolve_dataset_name
+    from .data import resolve_dataset_name
 
     print(resolve_dataset_name(args.name, file=sys.stderr))  # the fallback line on stderr, the name on stdout
     return 0
@@ -279,7 +283,7 @@ def _add_tune_parser(sub) -> None:
     u.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds per point (selection on their mean)")
     u.add_argument("--repeat-seeds", nargs="+", type=int, default=None,
                    help="then run the selected configurations with these seeds, e.g. 0 1 2")
-    u.add_argument("--split", default="random", choices=["given", "random", "loo", "cold_item"])
+    u.add_argument("--split", default="random", choices=SPLIT_SCHEMES)
     u.add_argument("--patience", type=int, default=PATIENCE)
     u.add_argument("--metric", default="recall@20", help="valid metric to select on")
     u.add_argument("--address", default=None, help="a running Ray cluster (default: $RAY_ADDRESS, else local)")
@@ -309,7 +313,7 @@ def _budget(text: str):
 
 
 def _tune(args) -> int:
-    from .experiment import resolve_dataset_name
+    from .data import resolve_dataset_name
     from .tune import tune, tune_seeds
 
     datasets = [resolve_dataset_name(name, file=sys.stderr) for name in args.dataset]

@@ -11,7 +11,6 @@ import hashlib
 import json
 import os
 import re
-import sys
 import time
 import warnings
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -23,7 +22,10 @@ import torch
 
 from . import runs
 from .backbones import BASELINES, REGISTRY, backbone_class, build
-from .data import Dataset, available, load, resplit, sparsify
+
+# moved to motor.data; still importable from here
+from .data import DEFAULT_DATASET as DEFAULT_DATASET
+from .data import SPLIT_SCHEMES, DataError, Dataset, load, resolve_dataset_name, resplit, sparsify
 from .defaults import BATCH_SIZE, DIM, EPOCHS, LR, N_CENTROIDS, N_TOKENS, PATIENCE
 from .evaluate import DEFAULT_BUCKETS, evaluate, evaluate_cold_candidates
 from .item_repr import build_item_repr, item_repr_class
@@ -144,7 +146,6 @@ class RunConfig:
         return self
 
 
-SPLIT_SCHEMES = ("given", "random", "loo", "cold_item")
 _MODALITY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 _PLAIN_DATASET = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")
 
@@ -279,31 +280,6 @@ class RunResult:
         return pd.DataFrame({"valid": self.valid, "test": self.test}).drop(index="n_users", errors="ignore")
 
 
-DEFAULT_DATASET = "scientific"  # what "no dataset named" means when it is under the data root
-
-
-def resolve_dataset_name(name: str | None = None, verbose: bool = True, file=None) -> str:
-    """The dataset a run uses. ``None`` or "" (nothing asked): :data:`DEFAULT_DATASET` when it is under the data
-    root, else ``"synthetic"`` with one line (on ``file``, default stdout) saying so. A named dataset must exist:
-    ``"synthetic"``, a folder path, or a folder under the data root; anything else raises :class:`DataError`
-    listing the datasets found."""
-    from .data import DataError, data_root
-
-    if not name:
-        if DEFAULT_DATASET in available():
-            return DEFAULT_DATASET
-        if verbose:
-            print(f"no dataset named and {DEFAULT_DATASET!r} is not under {data_root()} (set MOTOR_DATA): using the "
-                  "built-in synthetic dataset.", file=file or sys.stdout, flush=True)
-        return "synthetic"
-    if name == "synthetic" or name in available() or Path(name).is_dir():
-        return name
-    found = available()
-    raise DataError(f"dataset {name!r} not found under {data_root()} ($MOTOR_DATA); datasets found there: "
-                    f"{', '.join(found) if found else 'none'} (and 'synthetic', built in). Fix: pick one of those, "
-                    "or set MOTOR_DATA to the folder that holds it.")
-
-
 @functools.lru_cache(maxsize=16)
 def get_dataset(name: str, split: str = "random", split_seed: int = 0, cold_fraction: float = 0.2,
                 keep: float = 1.0) -> Dataset:
@@ -430,8 +406,6 @@ def run(config: RunConfig | None = None, *, reuse: bool = False, save: bool = Tr
 def _check_evaluable(ds: Dataset, cfg: RunConfig) -> None:
     """Model selection needs valid interactions and the result needs test interactions; refuse a split that
     has none rather than report epoch 0 or empty metrics."""
-    from .data import DataError
-
     for part, label in (("valid", 1), ("test", 2)):
         if ds.split(part).nnz == 0:
             raise DataError(f"dataset {cfg.dataset!r} with split={cfg.split!r} has no {part} interactions, so "
@@ -484,14 +458,3 @@ def from_registry(run_id: str) -> RunResult:
 
 def _jsonable(obj):
     return json.loads(json.dumps(obj, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
-
-
-def fast_mode(value: bool | None = None) -> bool:
-    """Notebook ``fast`` flag: an explicit value wins, else ``$MOTOR_FAST`` (CI sets it to 1)."""
-    import os
-
-    if value is not None:
-        from .params import to_bool
-
-        return to_bool(value, "fast")  # papermill passes "-p fast false" as the string "false"
-    return os.environ.get("MOTOR_FAST", "0").lower() in ("1", "true", "yes")

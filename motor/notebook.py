@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from typing import Any, MutableMapping
 
-from .params import DATASET, notebook_params, one_of
+from .data import SPLIT_SCHEMES
+from .params import DATASET, fast_mode, notebook_params, one_of
 
 FAST_EPOCHS = 2  # fast mode (CI, $MOTOR_FAST=1): epochs capped, lists cut to their first entries
 _FAST_CUTS = {"seeds": 1, "backbones": 2, "budgets": 2}
@@ -31,7 +32,7 @@ def _choices():
 
 
 BACKBONE, ITEM_REPR = _choices()
-SPLIT = one_of("given", "random", "loo", "cold_item")
+SPLIT = one_of(*SPLIT_SCHEMES)
 
 
 class Parameters(dict):
@@ -50,8 +51,6 @@ def setup(namespace: MutableMapping[str, Any], **spec: Any) -> Parameters:
     Unknown parameters are only checked on the first call, so re-running the cell in JupyterLab after later cells
     defined variables works.
     """
-    from .experiment import fast_mode
-
     values = notebook_params(namespace, spec, check_unknown=not namespace.get(_MARK, False))
     if "fast" in values:
         values["fast"] = fast_mode(values["fast"])
