@@ -28,6 +28,8 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
+from .defaults import COLD
+
 DEFAULT_KS = (10, 20)
 DEFAULT_BUCKETS = (5, 10, 20, 50)  # upper edges -> [0-5], [6-10], [11-20], [21-50], >50
 TIES = ("expected", "first")
@@ -351,7 +353,7 @@ def evaluate(model, dataset, split: str = "valid", ks=DEFAULT_KS, mask=("train",
         which = item_buckets(pop, buckets)
         groups = [(lab, which == b) for b, lab in enumerate(labels)]
         if (pop == 0).any():
-            groups.append(("cold (0)", pop == 0))
+            groups.append((COLD, pop == 0))
         profile = hit_profile(ranks, max(ks), [("all", np.ones(len(pop), bool))] + groups, ties)
         n_test_items = np.asarray(held.sum(0)).ravel()
         for lab, item_mask in groups:
