@@ -12,6 +12,19 @@ from . import runs
 from .defaults import COLD
 
 
+def mean_std_cell(mean: float, std: float, n: int | None = None) -> str:
+    """The one way a 'mean ± std' cell is written: ``0.1234 ± 0.0056``; ``0.1234`` when there is no spread to show
+    (std NaN, or fewer than 2 runs ``n``); "—" when there is no mean."""
+    if pd.isna(mean):
+        return "—"
+    return f"{mean:.4f}" if pd.isna(std) or (n is not None and n < 2) else f"{mean:.4f} ± {std:.4f}"
+
+
+def improvement(new: float, base: float) -> float:
+    """The one improvement %: 100 (new / base - 1); NaN when the base is not > 0 (no ratio to state)."""
+    return 100.0 * (new / base - 1.0) if base > 0 else np.nan
+
+
 def main_runs(df: pd.DataFrame, split: str = "random", n_tokens: int = 4, variant: str = "") -> pd.DataFrame:
     """Registry rows of the main comparison only: one split, all modalities, D tokens, default settings (drops
     ablation, token-budget, cold-start and variant runs, which would otherwise be averaged into the same
@@ -33,8 +46,7 @@ def compare_table(df: pd.DataFrame, metric: str = "recall", k: int = 20, eval_sp
     g = sel.groupby(["dataset", "backbone", "item_repr"])["value"].agg(["mean", "std", "count"]).reset_index()
     base = g[g.item_repr == baseline].set_index(["dataset", "backbone"])["mean"]
     key = list(zip(g.dataset, g.backbone))
-    g["improvement_%"] = [100 * (m / base[kk] - 1) if kk in base.index and base[kk] > 0 else np.nan
-                          for m, kk in zip(g["mean"], key)]
+    g["improvement_%"] = [improvement(m, base[kk]) if kk in base.index else np.nan for m, kk in zip(g["mean"], key)]
     g["metric"] = f"{metric}@{k}"
     return g
 
@@ -44,7 +56,7 @@ def mean_std_pivot(table: pd.DataFrame) -> pd.DataFrame:
     complete cell say so, e.g. ``0.3262 (n=1)``."""
     t = table.copy()
     full = t["count"].max() if "count" in t else 0
-    t["cell"] = [(f"{m:.4f} ± {s:.4f}" if pd.notna(s) else f"{m:.4f}") + (f" (n={int(n)})" if n < full else "")
+    t["cell"] = [mean_std_cell(m, s) + (f" (n={int(n)})" if n < full else "")
                  for m, s, n in zip(t["mean"], t["std"], t["count"] if "count" in t else [full] * len(t))]
     return t.pivot_table(index=["dataset", "backbone"], columns="item_repr", values="cell", aggfunc="first")
 
@@ -134,13 +146,10 @@ def results_markdown(df: pd.DataFrame, k: int = 20, baseline: str = "id") -> str
     t = t.rename(columns={"improvement_%_r": "imp"})
     lines = [f"| dataset | backbone | item repr | Recall@{k} | NDCG@{k} | seeds | Recall vs {baseline} |",
              "|---|---|---|---|---|---|---|"]
-    def cell(mean, std, n):  # a single run has no spread to show
-        return f"{mean:.4f}" if n < 2 or pd.isna(std) else f"{mean:.4f} ± {std:.4f}"
-
     for r in t.itertuples():
         imp = "—" if r.item_repr == baseline or pd.isna(r.imp) else f"{r.imp:+.1f} %"
-        lines.append(f"| {r.dataset} | {r.backbone} | {r.item_repr} | {cell(r.mean_r, r.std_r, r.count_r)} "
-                     f"| {cell(r.mean_n, r.std_n, r.count_r)} | {r.count_r} | {imp} |")
+        lines.append(f"| {r.dataset} | {r.backbone} | {r.item_repr} | {mean_std_cell(r.mean_r, r.std_r, r.count_r)} "
+                     f"| {mean_std_cell(r.mean_n, r.std_n, r.count_r)} | {r.count_r} | {imp} |")
     return "\n".join(lines)
 
 
@@ -180,11 +189,6 @@ def significance_table(df: pd.DataFrame, metric: str = "recall@20", baseline: st
 
 
 # ------------------------------------------------------------------------------------------------------ sparsity
-
-
-def improvement(new: float, base: float) -> float:
-    """100 (new / base - 1); NaN when the base is 0 (no ratio to state)."""
-    return 100.0 * (new / base - 1.0) if base > 0 else np.nan
 
 
 def sparsity_summary(sweep: pd.DataFrame, item_repr: str = "ms", baseline: str = "id",
@@ -273,7 +277,7 @@ def tuned_table(df: pd.DataFrame, selected: pd.DataFrame, metric: str = "recall"
     imp, pvals = [], []
     for r in t.itertuples():
         b = base.get((r.dataset, r.backbone))
-        imp.append(100.0 * (r.mean / b.mean - 1.0) if b is not None and b.mean > 0 else np.nan)
+        imp.append(improvement(r.mean, b.mean) if b is not None else np.nan)
         by_seed = {seed_of[i]: i for i in b.run_ids} if b is not None and r.item_repr != baseline else {}
         pvals.append(tuple(paired_test(by_seed[seed_of[i]], i, f"{metric}@{k}")["t_pvalue"]
                            for i in r.run_ids if seed_of[i] in by_seed))
@@ -290,13 +294,10 @@ def tuned_report(df: pd.DataFrame, selected: pd.DataFrame, k: int = 20, baseline
     / paired seeds) and the selected hyper-parameters."""
     rec, ndcg = tuned_table(df, selected, "recall", k, baseline), tuned_table(df, selected, "ndcg", k, baseline)
 
-    def cell(mean, std):
-        return "—" if pd.isna(mean) else f"{mean:.4f}" if pd.isna(std) else f"{mean:.4f} ± {std:.4f}"
-
     out = pd.DataFrame({
         "dataset": rec.dataset, "backbone": rec.backbone, "item_repr": rec.item_repr,
-        f"Recall@{k}": [cell(m, s) for m, s in zip(rec["mean"], rec["std"])],
-        f"NDCG@{k}": [cell(m, s) for m, s in zip(ndcg["mean"], ndcg["std"])],
+        f"Recall@{k}": [mean_std_cell(m, s) for m, s in zip(rec["mean"], rec["std"])],
+        f"NDCG@{k}": [mean_std_cell(m, s) for m, s in zip(ndcg["mean"], ndcg["std"])],
         "seeds": rec["count"],
         f"Recall vs {baseline} (%)": [np.nan if r == baseline else round(v, 1)
                                       for r, v in zip(rec.item_repr, rec["improvement_%"])],

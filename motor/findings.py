@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .analysis import improvement
 from .defaults import COLD
 
 
@@ -117,7 +118,7 @@ def describe_ablation(table: pd.DataFrame, metric: str = "recall@20") -> Finding
     mean = table[(metric, "mean")]
     order = mean.sort_values(ascending=False)
     base = mean.get("original (ID)", np.nan)
-    ranked = [f"{name} {v:.4f}" + (f" ({100 * (v / base - 1):+.1f} % vs ID)" if name != "original (ID)" and base > 0
+    ranked = [f"{name} {v:.4f}" + (f" ({improvement(v, base):+.1f} % vs ID)" if name != "original (ID)" and base > 0
                                    else "") for name, v in order.items()]
     return Finding(f"Test {metric}, best first: " + "; ".join(ranked) + ".")
 
