@@ -40,6 +40,17 @@ ID_COLUMNS = ["run_id", "dataset", "split", "split_seed", "backbone", "item_repr
               "variant"]
 
 
+# RunConfig fields added after the first saved runs, with their defaults: a run at the default leaves them out of
+# its run id and its variant name, so the ids of older runs do not change
+ADDED_FIELDS = {"tokenizer": {}, "keep": 1.0, "weight_decay": None, "lr_schedule": None}
+
+
+def non_default_fields(cfg: dict) -> dict:
+    """The :data:`ADDED_FIELDS` of a run's config (``asdict(RunConfig)`` or a saved ``config.json``) that are not
+    at their defaults (a missing key is at its default); the one rule behind run ids and :func:`variant_of`."""
+    return {k: cfg[k] for k, default in ADDED_FIELDS.items() if cfg.get(k, default) != default}
+
+
 def variant_of(cfg: dict) -> str:
     """Short name of a run's non-default knobs, e.g. ``tokenizer.subspace_seeds=True``; "" for the defaults."""
     parts = [f"{group}.{k}={v}" for group in ("hparams", "tcn", "tokenizer")
@@ -48,9 +59,7 @@ def variant_of(cfg: dict) -> str:
         parts.append(f"split_seed={cfg['split_seed']}")
     if cfg.get("tag"):
         parts.append(f"tag={cfg['tag']}")
-    for key, default in (("keep", 1.0), ("weight_decay", None), ("lr_schedule", None)):  # RunConfig's own knobs
-        if cfg.get(key, default) != default:
-            parts.append(f"{key}={cfg[key]}")
+    parts += [f"{k}={v}" for k, v in non_default_fields(cfg).items() if k != "tokenizer"]  # itemised above
     return ",".join(parts)
 
 
