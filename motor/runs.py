@@ -15,6 +15,7 @@ and the tag ("" for defaults), so tables never average a variant into the defaul
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import numbers
@@ -263,6 +264,47 @@ def read(run_id: str) -> dict:
         raise RunReadError(_damage(run_id, path, exc)) from exc
     out["run_id"] = run_id
     return out
+
+
+def read_metrics(run_id: str) -> dict:
+    """A saved run's ``metrics.json`` alone (valid, test, params, timings, best_epoch, stopped, provenance)."""
+    return json.loads((locate(run_id) / "metrics.json").read_text())
+
+
+# ------------------------------------------------------------------------------------------------ tune stop records
+
+TUNE_STOPS_FILE = "_tune/asha_stopped.json"  # in a registry folder; load() reads only run folders
+
+
+def read_tune_stops() -> dict[str, dict]:
+    """{run_id: {"settings", "best_valid", "epochs_run"}} of the trials ASHA stopped in earlier searches: the
+    reference registry's record, overridden by the user's."""
+    out: dict[str, dict] = {}
+    for base in (reference_dir(), runs_dir()):
+        path = base / TUNE_STOPS_FILE if base is not None else None
+        if path is not None and path.is_file():
+            try:
+                out.update(json.loads(path.read_text()))
+            except (OSError, ValueError) as exc:
+                warnings.warn(f"{path}: unreadable record of ASHA-stopped trials ({exc}); those trials run again. "
+                              "Fix: delete the file.", stacklevel=2)
+    return out
+
+
+def record_tune_stops(stopped: dict[str, dict], settings: dict) -> None:
+    """Add the trials ASHA stopped to the user's registry record, so a re-launch of the same search (same ASHA
+    settings) lists them as stopped instead of training them again; ``reuse=False`` ignores the record."""
+    if not stopped:
+        return
+    path = runs_dir() / TUNE_STOPS_FILE
+    record = {}
+    if path.is_file():
+        with contextlib.suppress(OSError, ValueError):
+            record = json.loads(path.read_text())
+    for rid, o in stopped.items():
+        record[rid] = {"settings": settings, "best_valid": o.get("best_valid"), "epochs_run": o.get("epochs_run")}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(record, indent=1, sort_keys=True) + "\n")
 
 
 def _damage(run_id: str, path: Path, exc: BaseException) -> str:
