@@ -21,6 +21,7 @@ paired significance tests).
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -329,8 +330,6 @@ def evaluate(model, dataset, split: str = "valid", ks=DEFAULT_KS, mask=("train",
     """Full-ranking evaluation of ``model`` on ``dataset.<split>``; popularity buckets and cold items included.
 
     ``metrics`` also holds ``tie_share@K``: the share of evaluated users with a tie across the K-th position."""
-    import time
-
     _check_ties(ties)
     t0 = time.perf_counter()
     held = dataset.split(split)
@@ -383,8 +382,6 @@ def evaluate_cold_candidates(model, dataset, split: str = "test", ks=DEFAULT_KS,
     computed against the user's held-out candidates. ``metrics`` holds recall/ndcg@K, ``n_users`` and
     ``n_candidates``. Compare :func:`evaluate`'s "cold (0)" bucket, where cold items compete with every item.
     """
-    import time
-
     _check_ties(ties)
     t0 = time.perf_counter()
     held = dataset.split(split)

@@ -14,7 +14,12 @@ from __future__ import annotations
 
 from typing import Any, MutableMapping
 
+import pandas as pd
+import plotly.io as pio
+
+from .backbones import BASELINES, REGISTRY
 from .data import SPLIT_SCHEMES
+from .item_repr import ITEM_REPRS
 from .params import DATASET, fast_mode, notebook_params, one_of
 
 FAST_EPOCHS = 2  # fast mode (CI, $MOTOR_FAST=1): epochs capped, lists cut to their first entries
@@ -24,14 +29,7 @@ _MARK = "_motor_setup_done"
 __all__ = ["setup", "DATASET", "BACKBONE", "ITEM_REPR", "SPLIT", "one_of", "FAST_EPOCHS"]
 
 
-def _choices():
-    from .backbones import BASELINES, REGISTRY
-    from .item_repr import ITEM_REPRS
-
-    return one_of(*REGISTRY, *BASELINES), one_of(*ITEM_REPRS)
-
-
-BACKBONE, ITEM_REPR = _choices()
+BACKBONE, ITEM_REPR = one_of(*REGISTRY, *BASELINES), one_of(*ITEM_REPRS)
 SPLIT = one_of(*SPLIT_SCHEMES)
 
 
@@ -78,9 +76,6 @@ def fast_overrides(values: dict) -> dict:
 def configure_output() -> None:
     """Figures as plotly's JSON mimetype only (JupyterLab renders it offline; :mod:`motor.report` turns it into
     HTML; no CDN script, no second copy of each figure), pandas at 4 decimals and 120 characters per cell."""
-    import pandas as pd
-    import plotly.io as pio
-
     pio.renderers.default = "plotly_mimetype"
     pd.set_option("display.precision", 4)
     pd.set_option("display.max_colwidth", 120)  # item texts in the case-study and neighbour tables

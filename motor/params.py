@@ -31,6 +31,8 @@ import types
 import typing
 from typing import Any, Literal, Mapping, MutableMapping
 
+import yaml
+
 from .data import resolve_dataset_name
 
 _TRUE = {"true", "1", "yes", "y", "on"}
@@ -160,8 +162,6 @@ def _parse_text(value: str, name: str) -> Any:
         return json.loads(value)
     except ValueError:
         pass
-    import yaml
-
     try:
         return yaml.safe_load(value)
     except yaml.YAMLError as e:

@@ -21,8 +21,10 @@ import json
 import numbers
 import os
 import platform
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -122,9 +124,6 @@ def run_path(run_id: str) -> Path:
 def check_writable(root: str | os.PathLike | None = None, min_free_mb: int = 50) -> Path:
     """Create the registry folder if needed and check that a file can be written there and that at least
     ``min_free_mb`` MB are free, so that a run fails before training rather than when saving. Returns the folder."""
-    import shutil
-    import tempfile
-
     base = Path(root) if root else runs_dir()
     fix = "Fix: set MOTOR_RUNS to a writable folder (or free some space), or pass save=False."
     try:
@@ -181,7 +180,7 @@ def _provenance_now() -> dict:
         dirty = bool(status.strip())
     except (OSError, subprocess.SubprocessError):
         pass  # not a git checkout (an installed package): versions only
-    import torch
+    import torch  # noqa: PLC0415 - the registry itself loads no torch (saving a run has it loaded already)
 
     return {"git_commit": commit, "motor_modified": dirty, "torch": torch.__version__,
             "python": platform.python_version()}
