@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from motor.analysis import mean_std_cell  # noqa: E402
 
 # backbone -> (MMRec's hyper-parameters in motor's names, MMRec test Recall@20, NDCG@20 on ml100k, split "given").
 # reg_form "mmrec": the backbone's L2 penalty in MMRec's form, the scale MMRec's reg_weight values are on (FREEDOM
@@ -75,14 +76,12 @@ def parity_table(backbones, seeds, epochs: int = 1000, patience: int = 20, datas
 
 def markdown(table: pd.DataFrame) -> str:
     """The parity table as markdown; rows outside the bar are marked with '✗'."""
-    def ms(m, s):
-        return f"{m:.4f}" if pd.isna(s) else f"{m:.4f} ± {s:.4f}"
-
     lines = [f"| backbone | MMRec hyper-parameters | seeds | motor R@20 | MMRec R@20 | dev | motor N@20 | MMRec N@20 "
              f"| dev | within ±{BAR:g} % |", "|---|---|---|---|---|---|---|---|---|---|"]
     for _, r in table.iterrows():
-        lines.append(f"| {r.backbone} | {r.hparams} | {r.seeds} | {ms(r['recall@20'], r.recall_std)} "
-                     f"| {r['mmrec_recall@20']:.4f} | {r['recall_dev_%']:+.1f} % | {ms(r['ndcg@20'], r.ndcg_std)} "
+        recall, ndcg = mean_std_cell(r["recall@20"], r.recall_std), mean_std_cell(r["ndcg@20"], r.ndcg_std)
+        lines.append(f"| {r.backbone} | {r.hparams} | {r.seeds} | {recall} "
+                     f"| {r['mmrec_recall@20']:.4f} | {r['recall_dev_%']:+.1f} % | {ndcg} "
                      f"| {r['mmrec_ndcg@20']:.4f} | {r['ndcg_dev_%']:+.1f} % | {'yes' if r.within_bar else '✗ no'} |")
     return "\n".join(lines)
 

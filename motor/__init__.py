@@ -3,33 +3,39 @@
 Data flows one way: ``load``/``synthetic`` -> ``tokenize`` -> item representation -> backbone -> ``run``.
 Then ``recommend`` (top-k items for users) and ``score_new_items`` (brand-new items from their features).
 
-Every name below is imported on first use, so ``import motor`` loads neither torch nor faiss.
+Laziness lives here, in one place: every name that needs torch, faiss or ray is imported on first use (``_LAZY``),
+so ``import motor`` loads none of them; the modules themselves import at the top.
 """
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 
-# Functions named like their module are bound here, once: a later ``import motor.synthetic`` then leaves
-# ``motor.synthetic`` the function. These modules import only numpy / pandas / scipy at the top.
+# light modules (numpy / pandas / scipy only), bound at once
 from .data import DataError, Dataset, available, data_root, kcore, load, resplit
-from .recommend import new_item_vectors, recommend, score_new_items
 from .synthetic import synthetic
-from .tune import tune, tune_seeds  # Ray is imported only when a search runs
 
 __version__ = "0.1.0"
 
-# imported on first use (torch, faiss): public name -> module that defines it
+# imported on first use (torch, faiss, ray): public name -> module that defines it
 _LAZY = {
     "fit_tokenizers": "tokenizer", "tokenize": "tokenizer",
-    "RunConfig": "experiment", "RunResult": "experiment", "run": "experiment", "run_grid": "experiment",
+    "RunConfig": "config", "ConfigError": "config",
+    "RunResult": "experiment", "run": "experiment", "run_grid": "experiment",
+    "new_item_vectors": "recommend", "recommend": "recommend", "score_new_items": "recommend",
+    "tune": "tune", "tune_seeds": "tune",
     "notebook_params": "params",
 }
 # submodules reachable as attributes (``motor.runs.load()``) without importing them first
-_SUBMODULES = {"analysis", "backbones", "cache", "cli", "evaluate", "experiment", "item_repr", "params", "perf",
-               "plots", "runs", "sparse", "tcn", "tokenizer", "train", "widgets"}
+_SUBMODULES = {"analysis", "backbones", "cache", "cli", "config", "diagnostics", "evaluate", "experiment", "findings",
+               "item_repr", "neighbours", "params", "perf", "plots", "runs", "sparse", "studies", "tcn", "tokenizer",
+               "train", "widgets"}
+# functions named like their module: ``motor.recommend`` / ``motor.tune`` / ``motor.synthetic`` stay the function
+# even after the module is imported (the import system would otherwise set the attribute to the module)
+_FUNCTIONS_NAMED_LIKE_MODULES = {"recommend", "synthetic", "tune"}
 
-__all__ = ["DataError", "Dataset", "available", "data_root", "kcore", "load", "new_item_vectors", "recommend",
-           "resplit", "score_new_items", "synthetic", "tune", "tune_seeds", *sorted(_LAZY)]
+__all__ = ["DataError", "Dataset", "available", "data_root", "kcore", "load", "resplit", "synthetic", *sorted(_LAZY)]
 
 
 def __getattr__(name: str):
@@ -43,3 +49,17 @@ def __getattr__(name: str):
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__) | _SUBMODULES)
+
+
+class _Facade(types.ModuleType):
+    """``motor`` itself: keeps the functions named like their module (see above) when the module is imported."""
+
+    def __setattr__(self, name: str, value) -> None:
+        if name in _FUNCTIONS_NAMED_LIKE_MODULES and isinstance(value, types.ModuleType):
+            if name in _LAZY:
+                self.__dict__.pop(name, None)  # answered by __getattr__ (the function)
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Facade

@@ -1,11 +1,28 @@
-"""Analysis on top of the run registry and the tokens: comparison tables, paired tests, neighbours, UMAP."""
+"""Tables and statistics from the run registry: comparison tables, 'mean ± std' cells, paired tests, the sparsity
+summary, the tuned comparison and learning-curve summaries. Pure functions of DataFrames (and saved runs)."""
 from __future__ import annotations
+
+import importlib
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
 from . import runs
+from .defaults import COLD
+
+
+def mean_std_cell(mean: float, std: float, n: int | None = None) -> str:
+    """The one way a 'mean ± std' cell is written: ``0.1234 ± 0.0056``; ``0.1234`` when there is no spread to show
+    (std NaN, or fewer than 2 runs ``n``); "—" when there is no mean."""
+    if pd.isna(mean):
+        return "—"
+    return f"{mean:.4f}" if pd.isna(std) or (n is not None and n < 2) else f"{mean:.4f} ± {std:.4f}"
+
+
+def improvement(new: float, base: float) -> float:
+    """The one improvement %: 100 (new / base - 1); NaN when the base is not > 0 (no ratio to state)."""
+    return 100.0 * (new / base - 1.0) if base > 0 else np.nan
 
 
 def main_runs(df: pd.DataFrame, split: str = "random", n_tokens: int = 4, variant: str = "") -> pd.DataFrame:
@@ -29,8 +46,7 @@ def compare_table(df: pd.DataFrame, metric: str = "recall", k: int = 20, eval_sp
     g = sel.groupby(["dataset", "backbone", "item_repr"])["value"].agg(["mean", "std", "count"]).reset_index()
     base = g[g.item_repr == baseline].set_index(["dataset", "backbone"])["mean"]
     key = list(zip(g.dataset, g.backbone))
-    g["improvement_%"] = [100 * (m / base[kk] - 1) if kk in base.index and base[kk] > 0 else np.nan
-                          for m, kk in zip(g["mean"], key)]
+    g["improvement_%"] = [improvement(m, base[kk]) if kk in base.index else np.nan for m, kk in zip(g["mean"], key)]
     g["metric"] = f"{metric}@{k}"
     return g
 
@@ -40,9 +56,104 @@ def mean_std_pivot(table: pd.DataFrame) -> pd.DataFrame:
     complete cell say so, e.g. ``0.3262 (n=1)``."""
     t = table.copy()
     full = t["count"].max() if "count" in t else 0
-    t["cell"] = [(f"{m:.4f} ± {s:.4f}" if pd.notna(s) else f"{m:.4f}") + (f" (n={int(n)})" if n < full else "")
+    t["cell"] = [mean_std_cell(m, s) + (f" (n={int(n)})" if n < full else "")
                  for m, s, n in zip(t["mean"], t["std"], t["count"] if "count" in t else [full] * len(t))]
     return t.pivot_table(index=["dataset", "backbone"], columns="item_repr", values="cell", aggfunc="first")
+
+
+def mean_std(frame: pd.DataFrame, by: str, metrics: list[str]) -> pd.DataFrame:
+    """Mean and std (ddof 1) of ``metrics`` per ``by`` value, in order of first appearance (columns (metric, stat));
+    column ``("seeds", "n")`` = rows per group."""
+    g = frame.groupby(by, sort=False)
+    out = g[metrics].agg(["mean", "std"])
+    out[("seeds", "n")] = g.size()
+    return out
+
+
+METRICS = ("recall@10", "recall@20", "ndcg@10", "ndcg@20")
+
+
+def test_means(results: list, metrics=None) -> pd.DataFrame:
+    """Test metrics over all test items per item_repr: mean and std over seeds (columns (metric, stat)) and
+    ``seeds``. ``metrics`` default: Recall/NDCG@10/20 and, when present, the cold-candidate metrics."""
+    if metrics is None:
+        extra = [k for k in results[0].test if k.startswith("cold_candidates_") and "@" in k] if results else []
+        metrics = [*METRICS, *extra]
+    rows = [{"item_repr": r.config["item_repr"], **{m: r.test.get(m, np.nan) for m in metrics}} for r in results]
+    return mean_std(pd.DataFrame(rows), "item_repr", list(metrics))
+
+
+def bucket_means(results: list, metrics=("recall@20", "ndcg@20")) -> pd.DataFrame:
+    """Per (popularity bucket, item_repr): n_items, n_heldout and ``metrics`` averaged over the runs' seeds, and
+    ``seeds``. Buckets in evaluation order with ``cold (0)`` (no train interactions) first; item_reprs in the
+    order of ``results``."""
+    frames = [r.buckets.assign(item_repr=r.config["item_repr"], seed=r.config["seed"]) for r in results]
+    b = pd.concat(frames, ignore_index=True)
+    order = list(dict.fromkeys(b.bucket))
+    order = ([COLD] if COLD in order else []) + [x for x in order if x != COLD]
+    kinds = list(dict.fromkeys(b.item_repr))
+    cols = ["n_items", "n_heldout", *metrics]
+    out = b.groupby(["bucket", "item_repr"], sort=False)[cols].mean()
+    out["seeds"] = b.groupby(["bucket", "item_repr"], sort=False).seed.nunique()
+    out = out.reset_index()
+    out["bucket"] = pd.Categorical(out.bucket, order, ordered=True)
+    out["item_repr"] = pd.Categorical(out.item_repr, kinds, ordered=True)
+    out = out.sort_values(["bucket", "item_repr"]).reset_index(drop=True)
+    out["bucket"], out["item_repr"] = out.bucket.astype(str), out.item_repr.astype(str)
+    return out
+
+
+def comparison_tables(df: pd.DataFrame, k: int = 20) -> dict[str, pd.DataFrame]:
+    """:func:`motor.analysis.compare_table` for recall and ndcg @k."""
+    return {m: compare_table(df, m, k) for m in ("recall", "ndcg")}
+
+
+def comparison_wide(tables: dict[str, pd.DataFrame], k: int = 20) -> pd.DataFrame:
+    """'mean ± std' cells: rows (dataset, backbone), columns (METRIC@k, item_repr)."""
+    return pd.concat({f"{m.upper()}@{k}": mean_std_pivot(t) for m, t in tables.items()}, axis=1)
+
+
+def improvement_pivot(table: pd.DataFrame) -> pd.DataFrame:
+    """Improvement % over the ID model: rows backbone, columns '<item_repr> vs id (%)'."""
+    imp = table[table.item_repr != "id"].pivot_table(index="backbone", columns="item_repr",
+                                                     values="improvement_%").round(1)
+    imp.columns = [f"{c} vs id (%)" for c in imp.columns]
+    return imp
+
+
+def bold_best(wide: pd.DataFrame):
+    """``wide`` (cells 'mean ± std') styled with the best mean of every column in bold."""
+    def col_style(col):
+        vals = col.astype(str).str.split(" ").str[0].astype(float)
+        return ["font-weight: bold" if v == vals.max() else "" for v in vals]
+
+    return wide.style.apply(col_style, axis=0)
+
+
+def parameter_table(result) -> pd.Series:
+    """Trainable parameters of a run, its item side, the ID table it replaces and their ratio."""
+    p = result.params
+    return pd.Series({"trainable parameters": p["total"], "item-side parameters": p["item"],
+                      "ID table it replaces (n_items x d)": p["id_table"],
+                      "item-side / ID table": round(p["item_fraction"], 3)}, dtype=object, name="value")
+
+
+def results_markdown(df: pd.DataFrame, k: int = 20, baseline: str = "id") -> str:
+    """Markdown table: per (dataset, backbone, item_repr) test Recall@k and NDCG@k as mean ± std (n seeds) and the
+    Recall improvement over ``baseline`` in %. Built from the registry, so the numbers are the registry's."""
+    rec, ndcg = compare_table(df, "recall", k), compare_table(df, "ndcg", k)
+    t = rec.merge(ndcg, on=["dataset", "backbone", "item_repr"], suffixes=("_r", "_n"))
+    t = t.rename(columns={"improvement_%_r": "imp"})
+    lines = [f"| dataset | backbone | item repr | Recall@{k} | NDCG@{k} | seeds | Recall vs {baseline} |",
+             "|---|---|---|---|---|---|---|"]
+    for r in t.itertuples():
+        imp = "—" if r.item_repr == baseline or pd.isna(r.imp) else f"{r.imp:+.1f} %"
+        lines.append(f"| {r.dataset} | {r.backbone} | {r.item_repr} | {mean_std_cell(r.mean_r, r.std_r, r.count_r)} "
+                     f"| {mean_std_cell(r.mean_n, r.std_n, r.count_r)} | {r.count_r} | {imp} |")
+    return "\n".join(lines)
+
+
+# -------------------------------------------------------------------------------------------------- paired tests
 
 
 def paired_test(run_a: str, run_b: str, metric: str = "recall@20") -> dict:
@@ -77,111 +188,7 @@ def significance_table(df: pd.DataFrame, metric: str = "recall@20", baseline: st
     return pd.DataFrame(rows)
 
 
-def shared_token_neighbours(token_ids: dict[str, np.ndarray], item: int, top: int = 5,
-                            modalities=None) -> pd.DataFrame:
-    """Items sharing the most tokens with ``item`` (ties broken by item id): columns item, shared, per modality."""
-    mods = modalities or sorted(token_ids)
-    per = {m: (token_ids[m] == token_ids[m][item][None]).sum(1) for m in mods}
-    total = sum(per.values())
-    total[item] = -1
-    order = np.lexsort((np.arange(len(total)), -total))[:top]
-    return pd.DataFrame({"item": order, "shared": total[order], **{f"shared_{m}": per[m][order] for m in mods}})
-
-
-def vector_neighbours(vectors: np.ndarray, item: int, top: int = 5) -> pd.DataFrame:
-    """Nearest items by cosine similarity of learned item vectors."""
-    v = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-    sim = v @ v[item]
-    sim[item] = -np.inf
-    order = np.argsort(-sim, kind="stable")[:top]
-    return pd.DataFrame({"item": order, "cosine": sim[order]})
-
-
-def search_items(item_text: list[str] | None, query: str, limit: int = 20) -> list[int]:
-    """Item ids whose text contains ``query`` as a phrase, else every word of it (case-insensitive); an integer
-    query is an item id."""
-    q = query.strip()
-    if q.isdigit():
-        return [int(q)]
-    if not item_text or not q:
-        return []
-    low = [t.lower() for t in item_text]
-    phrase = [i for i, t in enumerate(low) if q.lower() in t]
-    if phrase:
-        return phrase[:limit]
-    words = q.lower().split()
-    return [i for i, t in enumerate(low) if all(w in t for w in words)][:limit]
-
-
-def umap_2d(vectors: np.ndarray, seed: int = 0, n_neighbors: int = 15, max_points: int | None = None) -> np.ndarray:
-    """2-D UMAP of item vectors (cosine metric); ``max_points`` keeps it fast in CI (first call JITs ~40 s)."""
-    import umap
-
-    x = vectors if max_points is None else vectors[:max_points]
-    # one job: a seeded UMAP runs single-threaded anyway and warns when asked for more
-    return umap.UMAP(n_neighbors=n_neighbors, metric="cosine", random_state=seed, n_jobs=1).fit_transform(x)
-
-
-def results_markdown(df: pd.DataFrame, k: int = 20, baseline: str = "id") -> str:
-    """Markdown table: per (dataset, backbone, item_repr) test Recall@k and NDCG@k as mean ± std (n seeds) and the
-    Recall improvement over ``baseline`` in %. Built from the registry, so the numbers are the registry's."""
-    rec, ndcg = compare_table(df, "recall", k), compare_table(df, "ndcg", k)
-    t = rec.merge(ndcg, on=["dataset", "backbone", "item_repr"], suffixes=("_r", "_n"))
-    t = t.rename(columns={"improvement_%_r": "imp"})
-    lines = [f"| dataset | backbone | item repr | Recall@{k} | NDCG@{k} | seeds | Recall vs {baseline} |",
-             "|---|---|---|---|---|---|---|"]
-    def cell(mean, std, n):  # a single run has no spread to show
-        return f"{mean:.4f}" if n < 2 or pd.isna(std) else f"{mean:.4f} ± {std:.4f}"
-
-    for r in t.itertuples():
-        imp = "—" if r.item_repr == baseline or pd.isna(r.imp) else f"{r.imp:+.1f} %"
-        lines.append(f"| {r.dataset} | {r.backbone} | {r.item_repr} | {cell(r.mean_r, r.std_r, r.count_r)} "
-                     f"| {cell(r.mean_n, r.std_n, r.count_r)} | {r.count_r} | {imp} |")
-    return "\n".join(lines)
-
-
-# ----------------------------------------------------------------------------------------------- sparsity sweep
-
-
-def sparsity_sweep(dataset: str, backbones=("lightgcn", "bpr", "vbpr", "freedom"), keeps=(1.0, 0.6, 0.4, 0.2),
-                   seeds=(0, 1, 2), item_repr: str = "ms", baseline: str = "id", metric: str = "recall@20",
-                   train_missing: bool = True, **config) -> pd.DataFrame:
-    """``item_repr`` vs ``baseline`` on sparsified copies of ``dataset`` (``RunConfig.keep``): one row per
-    (keep, backbone, seed) with the data's interactions per user and per item (all splits, after sparsifying),
-    both runs' test ``metric``, the improvement in % and the paired test over test users (:func:`paired_test`).
-
-    Runs come from the registry when saved and are trained otherwise (``train_missing=False``: skipped);
-    ``config``: further :class:`~motor.experiment.RunConfig` fields (e.g. ``epochs``).
-    """
-    from .experiment import RunConfig, get_dataset, run_grid
-
-    rows = []
-    for keep in keeps:
-        ds = get_dataset(dataset, config.get("split", "random"), config.get("split_seed", 0),
-                         config.get("cold_fraction", 0.2), keep)
-        n_int = ds.all_interactions().nnz
-        data = {"keep": keep, "users": ds.n_users, "items": ds.n_items, "interactions": n_int,
-                "per_user": n_int / ds.n_users, "per_item": n_int / ds.n_items}
-        for bb in backbones:
-            for seed in seeds:
-                cfgs = [RunConfig(dataset=dataset, backbone=bb, item_repr=k, seed=seed, keep=keep, **config)
-                        for k in (baseline, item_repr)]
-                res, missing = run_grid(cfgs, train_missing=train_missing, progress=False, keep_model=False)
-                if missing:
-                    continue
-                test = paired_test(res[0].run_id, res[1].run_id, metric)
-                rows.append({**data, "backbone": bb, "seed": seed, baseline: test["mean_a"],
-                             item_repr: test["mean_b"], "mean_diff": test["mean_diff"],
-                             "improvement_%": _improvement(test["mean_b"], test["mean_a"]),
-                             "t_pvalue": test["t_pvalue"],
-                             "wilcoxon_pvalue": test["wilcoxon_pvalue"], "n_users": test["n_users"],
-                             "run_baseline": res[0].run_id, "run_repr": res[1].run_id})
-    return pd.DataFrame(rows)
-
-
-def _improvement(new: float, base: float) -> float:
-    """100 (new / base - 1); NaN when the base is 0 (no ratio to state)."""
-    return 100.0 * (new / base - 1.0) if base > 0 else np.nan
+# ------------------------------------------------------------------------------------------------------ sparsity
 
 
 def sparsity_summary(sweep: pd.DataFrame, item_repr: str = "ms", baseline: str = "id",
@@ -199,7 +206,7 @@ def sparsity_summary(sweep: pd.DataFrame, item_repr: str = "ms", baseline: str =
         rows.append({"keep": keep, "backbone": bb, "per_user": g.per_user.iloc[0], "per_item": g.per_item.iloc[0],
                      baseline: g[baseline].mean(), item_repr: g[item_repr].mean(),
                      "mean_diff": g[item_repr].mean() - g[baseline].mean(),
-                     "improvement_%": _improvement(g[item_repr].mean(), g[baseline].mean()),
+                     "improvement_%": improvement(g[item_repr].mean(), g[baseline].mean()),
                      "seeds": len(g), "seeds_sig_gain": int(((g.t_pvalue < alpha) & gain).sum()),
                      "seeds_sig_loss": int(((g.t_pvalue < alpha) & ~gain).sum()), "t_pvalue": pooled["t_pvalue"],
                      "significant": pooled["t_pvalue"] < alpha})
@@ -245,200 +252,7 @@ def _change(row) -> str:
     return f"{row['mean_diff']:+.4f} (baseline 0)"
 
 
-# ----------------------------------------------------------------------------------------------- training diagnostics
-
-
-def item_vector_spread(vectors) -> float:
-    """Mean cosine similarity over all pairs of distinct items (1: every vector points the same way, i.e. collapse;
-    about 0 for unrelated directions). ``vectors``: (n, d) array or tensor, or a backbone (its final item
-    vectors, :func:`model_item_vectors`). Exact, in O(n d): sum_{i != j} cos_ij = |sum_i v_i/|v_i||^2 - n."""
-    import torch
-
-    if isinstance(vectors, torch.nn.Module):
-        vectors = model_item_vectors(vectors)
-    v = torch.as_tensor(vectors).detach().double()
-    n = len(v)
-    if n < 2:
-        return float("nan")
-    unit = v / v.norm(dim=1, keepdim=True).clamp_min(1e-12)
-    s = unit.sum(0)
-    return float((s @ s - (unit * unit).sum()) / (n * (n - 1)))
-
-
-def model_item_vectors(model, which: str = "final"):
-    """(n_items, d) item vectors of a backbone: ``"final"`` as scored (``embeddings()``), ``"repr"`` the item
-    representation's output (ID rows or token-derived vectors), in eval mode without gradients."""
-    import torch
-
-    was = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            return model.embeddings()[1].detach() if which == "final" else model.item_repr().detach()
-    finally:
-        model.train(was)
-
-
-def spread_callback(model, which=("final", "repr"), every: int = 1):
-    """Trainer callback (``train(..., callbacks=[...])`` / ``motor.run(callbacks=...)``) that adds the item vectors'
-    :func:`item_vector_spread` to each ``every``-th epoch's history row as ``item_cosine_<which>``."""
-    kinds = (which,) if isinstance(which, str) else tuple(which)
-
-    def callback(epoch: int, record: dict) -> None:
-        if epoch % every == 0:
-            for w in kinds:
-                record[f"item_cosine_{w}"] = item_vector_spread(model_item_vectors(model, w))
-
-    return callback
-
-
-def train_recall_callback(model, dataset, k: int = 20, n_users: int = 500, seed: int = 0, every: int = 1):
-    """Trainer callback that adds ``train_recall@k`` to the history: Recall@k of a fixed random sample of users'
-    *train* items, nothing masked. Next to ``valid_recall@k`` it shows fitting: train recall climbing while valid
-    recall falls is over-fitting; both flat and low is under-training."""
-    import torch
-
-    rng = np.random.default_rng(seed)
-    has = np.flatnonzero(np.diff(dataset.train.indptr) > 0)
-    users = np.sort(rng.choice(has, size=min(n_users, len(has)), replace=False))
-    held = dataset.train
-
-    def callback(epoch: int, record: dict) -> None:
-        if epoch % every:
-            return
-        from .evaluate import metrics_from_topk
-
-        was = model.training
-        model.eval()
-        try:
-            with torch.no_grad():
-                u, i = model.embeddings()
-                dev = u.device
-                scores = u[torch.as_tensor(users, device=dev)] @ i.T
-                top = scores.topk(min(k, i.shape[0]), dim=1).indices.cpu().numpy()
-        finally:
-            model.train(was)
-        record[f"train_recall@{k}"] = float(metrics_from_topk(top, held, users, (k,))[f"recall@{k}"].mean())
-
-    return callback
-
-
-def mgcn_gate_stats(model) -> pd.DataFrame:
-    """What MGCN's gates do, from one forward pass of a (trained) MGCN model, per modality:
-
-    * ``purifier``: sigmoid(W_g (W_m x_m) + b_g), the gate on the item representation (one value per item and dim);
-    * ``preference``: sigmoid(W_p E^id + b), the gate on each modality-specific part (users and items);
-    * ``beta``: the fuser's attention weight of the modality (users and items);
-
-    with mean, std, the share of values below 0.1 and above 0.9; plus rows ``norm`` with the mean row norms of the
-    item representation, of the user-item view E^id and of the side view (items), whose ratio says how much the
-    item-item views contribute to the final vectors."""
-    import torch
-
-    captured: dict[str, list] = {"purifier": [], "preference": [], "query": []}
-    hooks = []
-    for m in model.modalities:
-        hooks.append(model.purifier_gates[m].register_forward_hook(
-            lambda mod, inp, out, m=m: captured["purifier"].append((m, out.detach()))))
-        hooks.append(model.preference_gates[m].register_forward_hook(
-            lambda mod, inp, out, m=m: captured["preference"].append((m, out.detach()))))
-    hooks.append(model.query_common.register_forward_hook(
-        lambda mod, inp, out: captured["query"].append(out.detach())))
-    was = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            content, side = model.forward_views()
-            items = model.item_repr().detach()  # an ID table's forward is its Parameter itself
-    finally:
-        model.train(was)
-        for h in hooks:
-            h.remove()
-    beta = torch.softmax(torch.cat(captured["query"], dim=1), dim=1)
-
-    def row(kind, m, x):
-        x = x.float()
-        return {"what": kind, "modality": m, "mean": float(x.mean()), "std": float(x.std()),
-                "share_below_0.1": float((x < 0.1).float().mean()), "share_above_0.9": float((x > 0.9).float().mean())}
-
-    rows = [row("purifier", m, x) for m, x in captured["purifier"]]
-    rows += [row("preference", m, x) for m, x in captured["preference"]]
-    rows += [row("beta", m, beta[:, j]) for j, m in enumerate(model.modalities)]
-    n_u = model.n_users
-    for name, x in (("item_repr", items), ("content_items", content[n_u:]), ("side_items", side[n_u:]),
-                    ("content_users", content[:n_u]), ("side_users", side[:n_u])):
-        rows.append({"what": "norm", "modality": name, "mean": float(x.norm(dim=1).mean()),
-                     "std": float(x.norm(dim=1).std())})
-    return pd.DataFrame(rows)
-
-
-
-# ----------------------------------------------------------------------------------------------- cold start
-
-
-def cold_start_protocols(dataset: str, backbone: str, item_reprs, seeds, **config) -> pd.DataFrame:
-    """Both cold-start protocols on the ``cold_item`` split, mean over ``seeds`` per item representation:
-
-    * ``all items``: the cold items' bucket of the full ranking (cold items compete with every item);
-    * ``cold candidates``: the cold-start papers' protocol (:func:`motor.evaluate.evaluate_cold_candidates`): only
-      the cold test items are ranked, for the users who have one; ``random`` is a random ranking's expected
-      Recall@20 there, min(20, n) / n for n candidates.
-
-    Runs are read from the registry; a saved run without the cold-candidate metrics (made before they existed) is
-    trained again. ``config``: further RunConfig fields (e.g. ``epochs``)."""
-    from .experiment import RunConfig, run
-
-    rows = []
-    for kind in item_reprs:
-        for seed in seeds:
-            cfg = RunConfig(dataset=dataset, split="cold_item", backbone=backbone, item_repr=kind, seed=seed, **config)
-            r = run(cfg, reuse=True, progress=False, keep_model=False)
-            if "cold_candidates_recall@20" not in r.test:
-                r = run(cfg, progress=False, keep_model=False)
-            b = r.buckets.set_index("bucket") if len(r.buckets) else pd.DataFrame()
-            cold = b.loc["cold (0)"] if "cold (0)" in b.index else pd.Series(dtype=float)
-            n = r.test["cold_candidates_n_candidates"]
-            rows.append({"item_repr": kind, "seed": seed,
-                         "all items · Recall@20": cold.get("recall@20", np.nan),
-                         "all items · NDCG@20": cold.get("ndcg@20", np.nan),
-                         **{f"cold candidates · {m.capitalize() if m == 'recall' else 'NDCG'}@{k}":
-                            r.test[f"cold_candidates_{m}@{k}"] for m in ("recall", "ndcg") for k in (10, 20)},
-                         "random · Recall@20": min(20.0, n) / n if n else np.nan,
-                         "users": r.test["cold_candidates_n_users"], "candidates": n})
-    per_seed = pd.DataFrame(rows)
-    out = per_seed.drop(columns="seed").groupby("item_repr", sort=False).mean()
-    out.insert(0, "seeds", per_seed.groupby("item_repr", sort=False).size())
-    return out
-
-
-def describe_cold_protocols(table: pd.DataFrame) -> str:
-    """A sentence comparing the item representations under both protocols (:func:`cold_start_protocols`)."""
-    if table.empty:
-        return "No cold-start runs."
-    n = int(table["candidates"].iloc[0])
-    fmt = ", ".join(f"{k} {v:.4f}" for k, v in table["cold candidates · Recall@20"].items())
-    best = table["cold candidates · Recall@20"].idxmax()
-    allf = ", ".join(f"{k} {v:.4f}" for k, v in table["all items · Recall@20"].items())
-    return (f"Ranking only the {n} cold test items (for {int(table['users'].iloc[0])} users), test Recall@20 is "
-            f"{fmt} (a random ranking: {table['random · Recall@20'].iloc[0]:.4f}); {best} ranks them best. "
-            f"Among all items, the same cold items get Recall@20 {allf}.")
-
-
-def describe_sparsity(summary: pd.DataFrame, crossover: pd.DataFrame) -> str:
-    """Markdown: per backbone, the crossover sentence of :func:`sparsity_crossover` and how many keeps show a
-    significant paired difference (seed-averaged per-user test of :func:`sparsity_summary`)."""
-    try:
-        from .studies import Finding
-    except ImportError:  # pragma: no cover - the notebooks' module
-        Finding = str
-    lines = []
-    for r in crossover.itertuples():
-        g = summary[summary.backbone == r.backbone]
-        sig_up = int((g.significant & (g.mean_diff > 0)).sum())
-        sig_down = int((g.significant & (g.mean_diff < 0)).sum())
-        lines.append(f"- {r.statement} Significant (paired t-test over test users, p < 0.05): "
-                     f"{sig_up} of {len(g)} densities better, {sig_down} worse.")
-    return Finding("\n".join(lines) if lines else "No runs.")
+# ---------------------------------------------------------------------------------------------- tuned comparison
 
 
 def tuned_table(df: pd.DataFrame, selected: pd.DataFrame, metric: str = "recall", k: int = 20,
@@ -463,7 +277,7 @@ def tuned_table(df: pd.DataFrame, selected: pd.DataFrame, metric: str = "recall"
     imp, pvals = [], []
     for r in t.itertuples():
         b = base.get((r.dataset, r.backbone))
-        imp.append(100.0 * (r.mean / b.mean - 1.0) if b is not None and b.mean > 0 else np.nan)
+        imp.append(improvement(r.mean, b.mean) if b is not None else np.nan)
         by_seed = {seed_of[i]: i for i in b.run_ids} if b is not None and r.item_repr != baseline else {}
         pvals.append(tuple(paired_test(by_seed[seed_of[i]], i, f"{metric}@{k}")["t_pvalue"]
                            for i in r.run_ids if seed_of[i] in by_seed))
@@ -480,13 +294,10 @@ def tuned_report(df: pd.DataFrame, selected: pd.DataFrame, k: int = 20, baseline
     / paired seeds) and the selected hyper-parameters."""
     rec, ndcg = tuned_table(df, selected, "recall", k, baseline), tuned_table(df, selected, "ndcg", k, baseline)
 
-    def cell(mean, std):
-        return "—" if pd.isna(mean) else f"{mean:.4f}" if pd.isna(std) else f"{mean:.4f} ± {std:.4f}"
-
     out = pd.DataFrame({
         "dataset": rec.dataset, "backbone": rec.backbone, "item_repr": rec.item_repr,
-        f"Recall@{k}": [cell(m, s) for m, s in zip(rec["mean"], rec["std"])],
-        f"NDCG@{k}": [cell(m, s) for m, s in zip(ndcg["mean"], ndcg["std"])],
+        f"Recall@{k}": [mean_std_cell(m, s) for m, s in zip(rec["mean"], rec["std"])],
+        f"NDCG@{k}": [mean_std_cell(m, s) for m, s in zip(ndcg["mean"], ndcg["std"])],
         "seeds": rec["count"],
         f"Recall vs {baseline} (%)": [np.nan if r == baseline else round(v, 1)
                                       for r, v in zip(rec.item_repr, rec["improvement_%"])],
@@ -498,39 +309,6 @@ def tuned_report(df: pd.DataFrame, selected: pd.DataFrame, k: int = 20, baseline
 
 
 # ----------------------------------------------------------------------------------------------- learning curves
-
-
-def learning_curves(results, metric: str = "recall@20") -> pd.DataFrame:
-    """Per-epoch curves of several runs in one long table, to compare how item representations train.
-
-    ``results``: RunResults or run ids of the registry, or a {label: result or run id} dict. One row per (run,
-    epoch): run_id, label (default: the item representation), backbone, item_repr, seed, epoch, ``loss`` (mean
-    training loss of the epoch), ``valid`` (valid ``metric``), ``train`` (train ``metric`` where the history has it,
-    from :func:`train_recall_callback`, else NaN), ``best`` (True on the epoch whose weights were kept), and the
-    relative forms ``loss_rel`` = loss / first epoch's loss and ``valid_rel`` = valid / best valid, so runs whose
-    losses differ in scale share an axis."""
-    from .experiment import from_registry
-
-    items = list(results.items()) if isinstance(results, dict) else [(None, r) for r in results]
-    frames = []
-    for label, res in items:
-        res = from_registry(res) if isinstance(res, str) else res
-        h, cfg = res.history, res.config
-        if h is None or len(h) == 0:
-            continue
-        valid = h[f"valid_{metric}"] if f"valid_{metric}" in h else pd.Series(np.nan, index=h.index)
-        train = h[f"train_{metric}"] if f"train_{metric}" in h else pd.Series(np.nan, index=h.index)
-        best_valid = valid.max()
-        frames.append(pd.DataFrame({
-            "run_id": res.run_id, "label": label or cfg.get("item_repr", res.run_id), "backbone": cfg.get("backbone"),
-            "item_repr": cfg.get("item_repr"), "seed": cfg.get("seed"), "epoch": h["epoch"].to_numpy(),
-            "loss": h["loss"].to_numpy(), "valid": valid.to_numpy(), "train": train.to_numpy(),
-            "best": (h["epoch"] == res.best_epoch).to_numpy(),
-            "loss_rel": (h["loss"] / h["loss"].iloc[0]).to_numpy(),
-            "valid_rel": (valid / best_valid).to_numpy() if best_valid > 0 else np.nan}))
-    columns = ["run_id", "label", "backbone", "item_repr", "seed", "epoch", "loss", "valid", "train", "best",
-               "loss_rel", "valid_rel"]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
 
 
 def curve_summary(curves: pd.DataFrame) -> pd.DataFrame:
@@ -552,3 +330,21 @@ def curve_summary(curves: pd.DataFrame) -> pd.DataFrame:
                      "loss_after_best_%": 100 * (last["loss"] / best["loss"] - 1) if best["loss"] else np.nan,
                      "train_after_best": last["train"] - best["train"]})
     return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------------------------------- moved names
+# Names that lived here before the split by job (issue 25), still reachable from here; import them from
+# their module.
+_MOVED = {
+    "shared_token_neighbours": "neighbours", "vector_neighbours": "neighbours", "search_items": "neighbours",
+    "umap_2d": "neighbours", "sparsity_sweep": "studies", "item_vector_spread": "diagnostics", "model_item_vectors":
+    "diagnostics", "spread_callback": "diagnostics", "train_recall_callback": "diagnostics", "mgcn_gate_stats":
+    "diagnostics", "cold_start_protocols": "studies", "describe_cold_protocols": "findings", "describe_sparsity":
+    "findings", "learning_curves": "studies"
+}
+
+
+def __getattr__(name: str):
+    if name in _MOVED:
+        return getattr(importlib.import_module(f".{_MOVED[name]}", __package__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

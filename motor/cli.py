@@ -10,38 +10,27 @@ import json
 import re
 import sys
 import time
+from dataclasses import MISSING, Field, fields
 from pathlib import Path
 
-from .defaults import BATCH_SIZE, DIM, EPOCHS, LR, N_CENTROIDS, N_TOKENS, PATIENCE
+from . import runs
+from .analysis import compare_table, main_runs, mean_std_pivot, results_markdown
+from .backbones import REGISTRY
+from .cache import atomic_write_text
+from .config import RunConfig
+from .data import SPLIT_SCHEMES, DataError, resolve_dataset_name
+from .defaults import EPOCHS, PATIENCE
+from .experiment import from_registry, get_dataset, run, run_grid
+from .item_repr import headline_item_reprs
+from .params import ParameterError
+from .tune import tune, tune_seeds
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="motor", description="MOTOR workbench")
     sub = p.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("train", help="train and evaluate one configuration; saved in the run registry")
-    t.add_argument("--dataset", default=None,
-                   help="dataset folder name under $MOTOR_DATA, a folder path, or 'synthetic' (default: scientific "
-                        "when present, else synthetic)")
-    t.add_argument("--split", default="random", choices=["given", "random", "loo", "cold_item"])
-    t.add_argument("--split-seed", type=int, default=0)
-    t.add_argument("--backbone", default="lightgcn")
-    t.add_argument("--item-repr", default="ms", help="a registered item representation, e.g. id, ms, ma "
-                   "(motor.item_repr.ITEM_REPRS; an unknown name lists them)")
-    t.add_argument("--modalities", nargs="*", default=None, help="e.g. --modalities text (default: all)")
-    t.add_argument("--n-tokens", type=int, default=N_TOKENS)
-    t.add_argument("--n-centroids", type=int, default=N_CENTROIDS)
-    t.add_argument("--dim", type=int, default=DIM)
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--epochs", type=int, default=EPOCHS)
-    t.add_argument("--patience", type=int, default=PATIENCE)
-    t.add_argument("--lr", type=float, default=LR)
-    t.add_argument("--batch-size", type=int, default=BATCH_SIZE)
-    t.add_argument("--hparams", type=_json_dict, default={}, help='backbone settings as JSON, e.g. \'{"n_layers": 3}\'')
-    t.add_argument("--tcn", type=_json_dict, default={}, help='Token Cross Network settings, e.g. \'{"hidden": [64]}\'')
-    t.add_argument("--tokenizer", type=_json_dict, default={},
-                   help='extra tokenizer settings, e.g. \'{"subspace_seeds": true}\'')
-    t.add_argument("--tag", default="", help="free label; tagged runs are kept out of the main tables")
-    t.add_argument("--device", default="cpu")
+    add_config_options(t)
     t.add_argument("--reuse", action="store_true", help="return the saved run if this config already ran")
     t.add_argument("--json", action="store_true", help="print the result as JSON (progress lines go to stderr)")
     c = sub.add_parser("compare", help="run (or reuse) a grid and print test mean ± std and improvement over id")
@@ -67,10 +56,6 @@ def main(argv=None) -> int:
     s.add_argument("--json", action="store_true")
     _add_tune_parser(sub)
     args = p.parse_args(argv)
-
-    from .data import DataError
-    from .params import ParameterError
-
     try:
         return COMMANDS[args.cmd](args)
     except (DataError, ParameterError, FileNotFoundError, KeyError, ValueError) as e:
@@ -88,19 +73,64 @@ def _json_dict(text: str) -> dict:
     return value
 
 
-def _train(args) -> int:
-    from .experiment import resolve_dataset_name, run
+def add_config_options(parser: argparse.ArgumentParser) -> None:
+    """One option per :class:`~motor.config.RunConfig` field (``split_seed`` -> ``--split-seed``), with the
+    field's help text and type; an option not given is not passed on, so RunConfig's default applies, and the
+    values are checked by ``RunConfig.validate`` like any other run's."""
+    for f in fields(RunConfig):
+        text = f.metadata["help"]
+        text = text if "default" in text else f"{text} (default: {_default_text(f)})"
+        kwargs = {"dest": f.name, "default": argparse.SUPPRESS, "help": text.replace("%", "%%"), **_option_type(f)}
+        parser.add_argument("--" + f.name.replace("_", "-"), **kwargs)
 
+
+def config_options(args: argparse.Namespace) -> dict:
+    """The RunConfig fields given on the command line (see :func:`add_config_options`)."""
+    out = {f.name: getattr(args, f.name) for f in fields(RunConfig) if hasattr(args, f.name)}
+    if "modalities" in out:
+        out["modalities"] = out["modalities"] or None  # "--modalities" with no names: all
+    return out
+
+
+def _option_type(f: Field) -> dict:
+    """argparse settings for a field from its annotation (``float | None`` also takes "none")."""
+    if "nargs" in f.metadata:
+        return {"nargs": f.metadata["nargs"]}
+    kind = {"str": str, "int": int, "float": float, "dict": _json_dict, "list": _json_list}[f.type.split(" | ")[0]]
+    return {"type": _or_none(kind) if f.type.endswith("| None") else kind}
+
+
+def _default_text(f: Field) -> str:
+    default = f.default_factory() if f.default is MISSING else f.default
+    return json.dumps(default) if isinstance(default, (dict, list)) else str(default)
+
+
+def _or_none(kind):
+    def parse(text: str):
+        return None if text.lower() in ("none", "null") else kind(text)
+
+    parse.__name__ = getattr(kind, "__name__", "value")  # argparse names the type in its error message
+    return parse
+
+
+def _json_list(text: str) -> list:
+    try:
+        value = json.loads(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"not JSON ({e}): {text!r}") from None
+    if not isinstance(value, list):
+        raise argparse.ArgumentTypeError(f"expected a JSON list such as '[0.5, 10]', got {text!r}")
+    return value
+
+
+def _train(args) -> int:
     t0 = time.perf_counter()
     log = sys.stderr if args.json else sys.stdout  # --json keeps stdout for the JSON document
-    dataset = resolve_dataset_name(args.dataset, file=log)
+    config = config_options(args)
+    config["dataset"] = resolve_dataset_name(config.get("dataset"), file=log)
     bar = sys.stdout.isatty() and sys.stderr.isatty()  # a terminal gets a progress bar, a log one line per epoch
-    res = run(dataset=dataset, split=args.split, split_seed=args.split_seed, backbone=args.backbone,
-              item_repr=args.item_repr, modalities=args.modalities or None, n_tokens=args.n_tokens,
-              n_centroids=args.n_centroids, dim=args.dim, seed=args.seed, epochs=args.epochs,
-              patience=args.patience, lr=args.lr, batch_size=args.batch_size, hparams=args.hparams, tcn=args.tcn,
-              tokenizer=args.tokenizer, tag=args.tag, device=args.device, reuse=args.reuse, progress=bar,
-              keep_model=False, save_model=True, callbacks=() if bar else (epoch_printer(args.epochs, log),))
+    res = run(**config, reuse=args.reuse, progress=bar, keep_model=False, save_model=True,
+              callbacks=() if bar else (epoch_printer(config.get("epochs", EPOCHS), log),))
     wall = time.perf_counter() - t0
     if args.json:
         print(json.dumps({**run_summary(res), "wall_seconds": wall, "valid": res.valid, "test": res.test,
@@ -156,11 +186,6 @@ def format_summary(res, wall_seconds: float | None = None) -> str:
 
 
 def _compare(args) -> int:
-    from .analysis import compare_table, mean_std_pivot
-    from .backbones import REGISTRY
-    from .experiment import RunConfig, resolve_dataset_name, run_grid
-    from .item_repr import headline_item_reprs
-    from .runs import load
 
     configs = [RunConfig(dataset=resolve_dataset_name(name), backbone=bb, item_repr=kind, seed=seed,
                          epochs=args.epochs, device=args.device)
@@ -171,7 +196,7 @@ def _compare(args) -> int:
         print(f"{res.run_id}: test recall@20 {res.test['recall@20']:.4f} (best epoch {res.best_epoch})", flush=True)
 
     results, _ = run_grid(configs, keep_model=False, save_model=False, progress=False, on_result=report)
-    df = load()
+    df = runs.load()
     df = df[df.run_id.isin({r.run_id for r in results})]
     for m in ("recall", "ndcg"):
         t = compare_table(df, m, 20)
@@ -180,22 +205,19 @@ def _compare(args) -> int:
         print(t.pivot_table(index=["dataset", "backbone"], columns="item_repr", values="improvement_%")
               .round(1).to_string())
     if args.markdown:
-        from .analysis import results_markdown
-        from .cache import atomic_write_text
 
         atomic_write_text(Path(args.markdown), results_markdown(df) + "\n")
     return 0
 
 
 def _runs(args) -> int:
-    from .analysis import compare_table, main_runs
-    from .runs import load, reference_dir, runs_dir
 
     root = Path(args.registry) if args.registry else None
-    everything = load(root)  # default: the user's registry, then the committed reference runs it lacks
+    everything = runs.load(root)  # default: the user's registry, then the committed reference runs it lacks
     df = main_runs(everything, variant=args.variant)
     if df.empty:
-        where = root or (runs_dir() if reference_dir() is None else f"{runs_dir()} or {reference_dir()}")
+        where = root or (runs.runs_dir() if runs.reference_dir() is None
+                          else f"{runs.runs_dir()} or {runs.reference_dir()}")
         print(f"no runs {'of variant ' + repr(args.variant) + ' ' if args.variant else ''}saved under {where}"
               + ("" if args.registry else "; the committed results: python -m motor runs --registry reports/runs"))
     else:
@@ -210,14 +232,12 @@ def _runs(args) -> int:
 
 
 def _info(args) -> int:
-    from .experiment import get_dataset, resolve_dataset_name
 
     print(repr(get_dataset(resolve_dataset_name(args.dataset), "given")))
     return 0
 
 
 def _dataset(args) -> int:
-    from .experiment import resolve_dataset_name
 
     print(resolve_dataset_name(args.name, file=sys.stderr))  # the fallback line on stderr, the name on stdout
     return 0
@@ -230,7 +250,6 @@ def run_ids_in_notebook(path: str | Path) -> list[str]:
     """Ids of saved runs that an executed notebook's outputs mention, in order of first mention."""
     import nbformat
 
-    from . import runs
 
     nb = nbformat.read(str(path), as_version=4)
     found: list[str] = []
@@ -244,7 +263,6 @@ def run_ids_in_notebook(path: str | Path) -> list[str]:
 
 
 def _summary(args) -> int:
-    from .experiment import from_registry
 
     ids: list[str] = []
     for src in args.sources:
@@ -279,7 +297,7 @@ def _add_tune_parser(sub) -> None:
     u.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds per point (selection on their mean)")
     u.add_argument("--repeat-seeds", nargs="+", type=int, default=None,
                    help="then run the selected configurations with these seeds, e.g. 0 1 2")
-    u.add_argument("--split", default="random", choices=["given", "random", "loo", "cold_item"])
+    u.add_argument("--split", default="random", choices=SPLIT_SCHEMES)
     u.add_argument("--patience", type=int, default=PATIENCE)
     u.add_argument("--metric", default="recall@20", help="valid metric to select on")
     u.add_argument("--address", default=None, help="a running Ray cluster (default: $RAY_ADDRESS, else local)")
@@ -309,8 +327,6 @@ def _budget(text: str):
 
 
 def _tune(args) -> int:
-    from .experiment import resolve_dataset_name
-    from .tune import tune, tune_seeds
 
     datasets = [resolve_dataset_name(name, file=sys.stderr) for name in args.dataset]
     fixed = {"split": args.split, "patience": args.patience}

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -22,7 +23,9 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-SPLITS = ("train", "valid", "test")
+SPLITS = ("train", "valid", "test")  # the parts of a split dataset (x_label 0, 1, 2)
+SPLIT_SCHEMES = ("given", "random", "loo", "cold_item")  # how a run splits: the file's x_label, or resplit()
+DEFAULT_DATASET = "scientific"  # what "no dataset named" means when it is under the data root
 REQUIRED_COLUMNS = ("userID", "itemID", "x_label")
 
 
@@ -44,6 +47,26 @@ def available() -> list[str]:
     if not root.is_dir():
         return []
     return sorted(p.name for p in root.iterdir() if p.is_dir() and any(p.glob("*.inter")))
+
+
+def resolve_dataset_name(name: str | None = None, verbose: bool = True, file=None) -> str:
+    """The dataset a run uses. ``None`` or "" (nothing asked): :data:`DEFAULT_DATASET` when it is under the data
+    root, else ``"synthetic"`` with one line (on ``file``, default stdout) saying so. A named dataset must exist:
+    ``"synthetic"``, a folder path, or a folder under the data root; anything else raises :class:`DataError`
+    listing the datasets found."""
+    if not name:
+        if DEFAULT_DATASET in available():
+            return DEFAULT_DATASET
+        if verbose:
+            print(f"no dataset named and {DEFAULT_DATASET!r} is not under {data_root()} (set MOTOR_DATA): using the "
+                  "built-in synthetic dataset.", file=file or sys.stdout, flush=True)
+        return "synthetic"
+    if name == "synthetic" or name in available() or Path(name).is_dir():
+        return name
+    found = available()
+    raise DataError(f"dataset {name!r} not found under {data_root()} ($MOTOR_DATA); datasets found there: "
+                    f"{', '.join(found) if found else 'none'} (and 'synthetic', built in). Fix: pick one of those, "
+                    "or set MOTOR_DATA to the folder that holds it.")
 
 
 @dataclass

@@ -8,3 +8,4 @@ BATCH_SIZE = 2048  # (user, positive, negative) triples per step
 DIM = 64  # embedding size of users, items and token rows
 N_TOKENS = 4  # tokens per modality (D, paper section 3.3)
 N_CENTROIDS = 256  # token ids per position (K): one byte per token
+COLD = "cold (0)"  # the popularity bucket of items without train interactions (evaluate, tables, figures)

@@ -21,12 +21,15 @@ paired significance tests).
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 import torch
+
+from .defaults import COLD
 
 DEFAULT_KS = (10, 20)
 DEFAULT_BUCKETS = (5, 10, 20, 50)  # upper edges -> [0-5], [6-10], [11-20], [21-50], >50
@@ -327,8 +330,6 @@ def evaluate(model, dataset, split: str = "valid", ks=DEFAULT_KS, mask=("train",
     """Full-ranking evaluation of ``model`` on ``dataset.<split>``; popularity buckets and cold items included.
 
     ``metrics`` also holds ``tie_share@K``: the share of evaluated users with a tie across the K-th position."""
-    import time
-
     _check_ties(ties)
     t0 = time.perf_counter()
     held = dataset.split(split)
@@ -351,7 +352,7 @@ def evaluate(model, dataset, split: str = "valid", ks=DEFAULT_KS, mask=("train",
         which = item_buckets(pop, buckets)
         groups = [(lab, which == b) for b, lab in enumerate(labels)]
         if (pop == 0).any():
-            groups.append(("cold (0)", pop == 0))
+            groups.append((COLD, pop == 0))
         profile = hit_profile(ranks, max(ks), [("all", np.ones(len(pop), bool))] + groups, ties)
         n_test_items = np.asarray(held.sum(0)).ravel()
         for lab, item_mask in groups:
@@ -381,8 +382,6 @@ def evaluate_cold_candidates(model, dataset, split: str = "test", ks=DEFAULT_KS,
     computed against the user's held-out candidates. ``metrics`` holds recall/ndcg@K, ``n_users`` and
     ``n_candidates``. Compare :func:`evaluate`'s "cold (0)" bucket, where cold items compete with every item.
     """
-    import time
-
     _check_ties(ties)
     t0 = time.perf_counter()
     held = dataset.split(split)

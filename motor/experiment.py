@@ -7,254 +7,33 @@ configuration instead of training again.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import os
-import re
-import sys
 import time
 import warnings
-from dataclasses import asdict, dataclass, field, fields, replace
-from pathlib import Path
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import pandas as pd
 import torch
 
 from . import runs
-from .backbones import BASELINES, REGISTRY, backbone_class, build
-from .data import Dataset, available, load, resplit, sparsify
-from .defaults import BATCH_SIZE, DIM, EPOCHS, LR, N_CENTROIDS, N_TOKENS, PATIENCE
+from .backbones import backbone_class, build
+
+# moved to motor.config and motor.data (issue 25); still importable from here
+from .config import ConfigError as ConfigError
+from .config import RunConfig
+from .config import config_from_dict as config_from_dict
+from .config import dataset_id as dataset_id
+from .config import item_repr_names as item_repr_names
+from .data import DEFAULT_DATASET as DEFAULT_DATASET
+from .data import SPLIT_SCHEMES as SPLIT_SCHEMES
+from .data import DataError, Dataset, load, resolve_dataset_name, resplit, sparsify
 from .evaluate import DEFAULT_BUCKETS, evaluate, evaluate_cold_candidates
 from .item_repr import build_item_repr, item_repr_class
 from .synthetic import synthetic
-from .tokenizer import PQTokenizer, check_params, collision_share, n_centroids_of, tokenize
+from .tokenizer import collision_share, n_centroids_of, tokenize
 from .train import TrainConfig, train, trainer_settings
-
-
-@dataclass
-class RunConfig:
-    """Everything that defines a run. ``split``: "given" (the file's x_label), "random" (paper 8:1:1), "loo",
-    "cold_item"; the split is drawn with ``split_seed`` (fixed across model seeds, so runs are paired).
-
-    ``item_repr``: a registered item representation (``motor.item_repr.ITEM_REPRS``), ``tcn`` its keyword
-    arguments. ``modalities``: the modalities the run uses (default all): the tokens are built from them and the
-    backbone reads only their features, so ``["text"]`` is a text-only model (a "text tokens only" run of VBPR
-    never reads the image features). ``hparams``: the backbone's keyword arguments."""
-
-    dataset: str = "scientific"
-    split: str = "random"
-    split_seed: int = 0
-    backbone: str = "lightgcn"
-    item_repr: str = "ms"
-    modalities: list | None = None
-    n_tokens: int = N_TOKENS
-    n_centroids: int = N_CENTROIDS
-    dim: int = DIM
-    seed: int = 0
-    epochs: int = EPOCHS
-    patience: int = PATIENCE
-    lr: float = LR
-    batch_size: int = BATCH_SIZE
-    device: str = "cpu"
-    hparams: dict = field(default_factory=dict)
-    tcn: dict = field(default_factory=dict)
-    tokenizer: dict = field(default_factory=dict)  # extra PQTokenizer parameters, e.g. {"subspace_seeds": True}
-    cold_fraction: float = 0.2
-    tag: str = ""
-    keep: float = 1.0  # share of each user's interactions kept before splitting (data.sparsify, seed split_seed)
-    weight_decay: float | None = None  # Adam weight decay; None: the backbone's own (train.trainer_settings)
-    lr_schedule: list | None = None  # (factor, epochs): lr x factor ** (epoch / epochs); None: the backbone's own
-
-    def trainer(self) -> dict:
-        """Effective weight decay and lr schedule (explicit values, else the backbone's ``trainer_defaults``)."""
-        cls = REGISTRY.get(self.backbone.lower()) or BASELINES.get(self.backbone.lower())
-        return trainer_settings(cls, self.weight_decay, self.lr_schedule)
-
-    def run_id(self) -> str:
-        d = asdict(self)
-        d.pop("device")  # the device does not change what is computed (up to float rounding)
-        # fields added later leave the ids of runs at their defaults unchanged
-        if not d["tokenizer"]:
-            d.pop("tokenizer")
-        if d["keep"] == 1.0:
-            d.pop("keep")
-        d.pop("weight_decay"), d.pop("lr_schedule")
-        trainer = {k: v for k, v in self.trainer().items() if v}  # effective values: 0 / constant drop out
-        if trainer:
-            d["trainer"] = trainer
-        digest = hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:8]
-        mods = "+".join(self.modalities) if self.modalities else "all"
-        data = dataset_id(self.dataset)
-        data = data if self.keep == 1.0 else f"{data}@keep{self.keep:g}"
-        return f"{data}-{self.split}-{self.backbone}-{self.item_repr}-{mods}-D{self.n_tokens}-s{self.seed}-{digest}"
-
-
-    def validate(self) -> "RunConfig":
-        """Check every field's type and range before anything is loaded; returns ``self``. A
-        :class:`ConfigError` names the field, its value and the allowed values. The modalities are checked against
-        the dataset once it is loaded."""
-        _check(isinstance(self.dataset, str) and self.dataset.strip() != "" and "\0" not in self.dataset,
-               "dataset", self.dataset, "a dataset name under the data root, 'synthetic', or a folder path (a str)")
-        _check(self.split in SPLIT_SCHEMES, "split", self.split, f"one of {list(SPLIT_SCHEMES)}")
-        for name in ("split_seed", "seed"):
-            _int_field(self, name, 0, 2 ** 32 - 1)
-        names = sorted(REGISTRY) + sorted(BASELINES)
-        _check(isinstance(self.backbone, str) and self.backbone.lower() in names, "backbone", self.backbone,
-               f"one of {names}")
-        reprs = item_repr_names()
-        _check(isinstance(self.item_repr, str) and self.item_repr in reprs, "item_repr", self.item_repr,
-               f"one of {reprs} (registered item representations)")
-        if isinstance(self.modalities, str):
-            raise ConfigError(f"RunConfig.modalities={self.modalities!r}: a list of modality names, e.g. "
-                              f"[{self.modalities!r}], or None for all (a string would be read letter by letter)")
-        _check(self.modalities is None or (isinstance(self.modalities, (list, tuple)) and len(self.modalities) > 0
-                                           and all(isinstance(m, str) and _MODALITY.fullmatch(m)
-                                                   for m in self.modalities)
-                                           and len(set(self.modalities)) == len(self.modalities)),
-               "modalities", self.modalities, "None (all) or a non-empty list of distinct modality names "
-               "(letters, digits, '_', '-', '.')")
-        for name, low in (("n_tokens", 1), ("dim", 1), ("epochs", 1), ("patience", 1), ("batch_size", 1)):
-            _int_field(self, name, low)
-        k = self.n_centroids
-        _check(_is_int(k) and 2 <= k <= 256 and not k & (k - 1), "n_centroids", k,
-               "a power of two in [2, 256] (2, 4, ..., 256)")
-        _check(_is_real(self.lr) and 0 < self.lr < float("inf"), "lr", self.lr, "a finite number > 0")
-        _check(_is_real(self.cold_fraction) and 0 < self.cold_fraction < 1, "cold_fraction", self.cold_fraction,
-               "a number in (0, 1)")
-        _check(_is_real(self.keep) and 0 < self.keep <= 1, "keep", self.keep, "a number in (0, 1]")
-        _check(isinstance(self.tag, str), "tag", self.tag, "a str")
-        _check_device(self.device)
-        _check_kwargs(self, "hparams", _init_parameters(backbone_class(self.backbone), 3))
-        _check_kwargs(self, "tcn", _init_parameters(item_repr_class(self.item_repr), 0,
-                                                    skip=("n_items", "dim", "token_ids", "n_centroids", "modalities")))
-        _check_kwargs(self, "tokenizer", [f.name for f in fields(PQTokenizer)
-                                          if f.name not in ("n_tokens", "n_centroids", "rotation", "centroids")]
-                      + ["disambiguate"])  # tokenize()'s own option
-        try:
-            check_params(PQTokenizer(n_tokens=self.n_tokens, n_centroids=self.n_centroids,
-                                     **{k: v for k, v in self.tokenizer.items() if k != "disambiguate"}))
-        except ValueError as exc:
-            raise ConfigError(f"RunConfig.tokenizer={self.tokenizer!r}: {exc}") from None
-        try:
-            self.trainer()
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"RunConfig.weight_decay={self.weight_decay!r} / lr_schedule={self.lr_schedule!r}: "
-                              f"{exc}") from None
-        return self
-
-
-SPLIT_SCHEMES = ("given", "random", "loo", "cold_item")
-_MODALITY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
-_PLAIN_DATASET = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")
-
-
-class ConfigError(ValueError):
-    """A run parameter has the wrong type or value; the message names the parameter, the value and what is
-    allowed."""
-
-
-def item_repr_names() -> list[str]:
-    """Names of the registered item representations (asked each time: a notebook may register more)."""
-    from . import item_repr
-
-    return list(item_repr.ITEM_REPRS)
-
-
-def dataset_id(dataset: str) -> str:
-    """The dataset part of a run id. A plain name (``scientific``) stays as it is, so the ids of saved runs do
-    not change; anything else (a path) becomes the slug of the folder's name plus a hash of its resolved path,
-    so that a run id is always one folder name under the registry and two folders of one name stay apart."""
-    if _PLAIN_DATASET.fullmatch(dataset):
-        return dataset
-    folder = Path(dataset).expanduser().resolve()
-    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", folder.name).strip("-.") or "dataset"
-    return f"{slug}-{hashlib.sha256(str(folder).encode()).hexdigest()[:8]}"
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
-
-
-def _is_real(v) -> bool:
-    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_)) \
-        and np.isfinite(v)
-
-
-def _check(ok: bool, name: str, value, allowed: str) -> None:
-    if not ok:
-        raise ConfigError(f"RunConfig.{name}={value!r} ({type(value).__name__}) is not allowed: use {allowed}.")
-
-
-def _int_field(cfg, name: str, low: int, high: int | None = None) -> None:
-    v = getattr(cfg, name)
-    bounds = f"an integer >= {low}" if high is None else f"an integer in [{low}, {high}]"
-    _check(_is_int(v) and v >= low and (high is None or v <= high), name, v, bounds)
-
-
-def _check_device(device) -> None:
-    """``device`` must name a device this torch can use: "cpu", "cuda", "cuda:N" (N < the visible count),
-    "mps"."""
-    allowed = "'cpu', 'cuda', 'cuda:N' or 'mps'"
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError, ValueError):
-        raise ConfigError(f"RunConfig.device={device!r} is not a device name: use {allowed}.") from None
-    if dev.type == "cuda":
-        if torch.version.cuda is None:
-            raise ConfigError(f"RunConfig.device={device!r}: CUDA is not available in this torch build (torch "
-                              f"{torch.__version__} is CPU-only). Fix: device='cpu', or install a CUDA build of "
-                              "torch.")
-        count = torch.cuda.device_count()
-        if count == 0 or (dev.index is not None and dev.index >= count):
-            raise ConfigError(f"RunConfig.device={device!r}: this machine shows {count} CUDA device(s). Fix: "
-                              f"device='cpu'{' or cuda:0..cuda:' + str(count - 1) if count else ''}.")
-    elif dev.type == "mps":
-        if not torch.backends.mps.is_available():
-            raise ConfigError(f"RunConfig.device={device!r}: MPS is not available on this machine. Fix: "
-                              "device='cpu'.")
-    elif dev.type != "cpu":
-        raise ConfigError(f"RunConfig.device={device!r}: motor runs on {allowed}.")
-
-
-def _init_parameters(cls, n_positional: int, skip: tuple = ()) -> dict | None:
-    """Keyword parameters of ``cls.__init__`` after ``self`` and ``n_positional`` data arguments, with their
-    defaults (None when it takes ``**kwargs``: anything may be right)."""
-    import inspect
-
-    params = list(inspect.signature(cls.__init__).parameters.values())[1 + n_positional:]
-    if any(p.kind is p.VAR_KEYWORD for p in params):
-        return None
-    return {p.name: p.default for p in params if p.name not in skip and p.name != "dim"}
-
-
-def _same_kind(value, default) -> bool:
-    """Whether ``value`` can stand where ``default`` is the default (bool, int, real, str or sequence)."""
-    if isinstance(default, (bool, np.bool_)):
-        return isinstance(value, (bool, np.bool_))
-    if isinstance(default, (int, np.integer)):
-        return _is_int(value)
-    if isinstance(default, (float, np.floating)):
-        return _is_real(value)
-    if isinstance(default, str):
-        return isinstance(value, str)
-    if isinstance(default, (list, tuple)):
-        return isinstance(value, (list, tuple))
-    return True  # no default, or None: the class checks it
-
-
-def _check_kwargs(cfg, name: str, allowed: dict | list | None) -> None:
-    value = getattr(cfg, name)
-    _check(isinstance(value, dict) and all(isinstance(k, str) for k in value), name, value,
-           "a dict of keyword arguments (str keys)")
-    unknown = [k for k in value if allowed is not None and k not in allowed]
-    if unknown:
-        raise ConfigError(f"RunConfig.{name} has unknown key(s) {unknown}; allowed: {sorted(allowed)}.")
-    for key, v in value.items():
-        default = allowed.get(key) if isinstance(allowed, dict) else None
-        if not _same_kind(v, default):
-            raise ConfigError(f"RunConfig.{name}[{key!r}]={v!r} ({type(v).__name__}): expected a value like its "
-                              f"default {default!r} ({type(default).__name__}).")
 
 
 @dataclass
@@ -277,31 +56,6 @@ class RunResult:
     def summary(self) -> pd.DataFrame:
         """valid/test metrics side by side."""
         return pd.DataFrame({"valid": self.valid, "test": self.test}).drop(index="n_users", errors="ignore")
-
-
-DEFAULT_DATASET = "scientific"  # what "no dataset named" means when it is under the data root
-
-
-def resolve_dataset_name(name: str | None = None, verbose: bool = True, file=None) -> str:
-    """The dataset a run uses. ``None`` or "" (nothing asked): :data:`DEFAULT_DATASET` when it is under the data
-    root, else ``"synthetic"`` with one line (on ``file``, default stdout) saying so. A named dataset must exist:
-    ``"synthetic"``, a folder path, or a folder under the data root; anything else raises :class:`DataError`
-    listing the datasets found."""
-    from .data import DataError, data_root
-
-    if not name:
-        if DEFAULT_DATASET in available():
-            return DEFAULT_DATASET
-        if verbose:
-            print(f"no dataset named and {DEFAULT_DATASET!r} is not under {data_root()} (set MOTOR_DATA): using the "
-                  "built-in synthetic dataset.", file=file or sys.stdout, flush=True)
-        return "synthetic"
-    if name == "synthetic" or name in available() or Path(name).is_dir():
-        return name
-    found = available()
-    raise DataError(f"dataset {name!r} not found under {data_root()} ($MOTOR_DATA); datasets found there: "
-                    f"{', '.join(found) if found else 'none'} (and 'synthetic', built in). Fix: pick one of those, "
-                    "or set MOTOR_DATA to the folder that holds it.")
 
 
 @functools.lru_cache(maxsize=16)
@@ -352,12 +106,6 @@ def build_model(cfg: RunConfig, ds: Dataset | None = None, token_ids: dict[str, 
     dim = {"dim": cfg.dim} if backbone_class(cfg.backbone).takes_dim else {}
     model = build(cfg.backbone, with_modalities(ds, cfg.modalities), rep, **dim, **cfg.hparams)
     return model, ds, token_ids
-
-
-def config_from_dict(d: dict) -> RunConfig:
-    """A :class:`RunConfig` from a saved ``config.json`` (keys that are not fields, e.g. its summary, dropped)."""
-    names = {f.name for f in fields(RunConfig)}
-    return RunConfig(**{k: v for k, v in d.items() if k in names})
 
 
 def run(config: RunConfig | None = None, *, reuse: bool = False, save: bool = True, progress: bool = True,
@@ -430,8 +178,6 @@ def run(config: RunConfig | None = None, *, reuse: bool = False, save: bool = Tr
 def _check_evaluable(ds: Dataset, cfg: RunConfig) -> None:
     """Model selection needs valid interactions and the result needs test interactions; refuse a split that
     has none rather than report epoch 0 or empty metrics."""
-    from .data import DataError
-
     for part, label in (("valid", 1), ("test", 2)):
         if ds.split(part).nnz == 0:
             raise DataError(f"dataset {cfg.dataset!r} with split={cfg.split!r} has no {part} interactions, so "
@@ -484,14 +230,3 @@ def from_registry(run_id: str) -> RunResult:
 
 def _jsonable(obj):
     return json.loads(json.dumps(obj, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
-
-
-def fast_mode(value: bool | None = None) -> bool:
-    """Notebook ``fast`` flag: an explicit value wins, else ``$MOTOR_FAST`` (CI sets it to 1)."""
-    import os
-
-    if value is not None:
-        from .params import to_bool
-
-        return to_bool(value, "fast")  # papermill passes "-p fast false" as the string "false"
-    return os.environ.get("MOTOR_FAST", "0").lower() in ("1", "true", "yes")

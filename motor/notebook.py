@@ -14,7 +14,13 @@ from __future__ import annotations
 
 from typing import Any, MutableMapping
 
-from .params import DATASET, notebook_params, one_of
+import pandas as pd
+import plotly.io as pio
+
+from .backbones import BASELINES, REGISTRY
+from .data import SPLIT_SCHEMES
+from .item_repr import ITEM_REPRS
+from .params import DATASET, fast_mode, notebook_params, one_of
 
 FAST_EPOCHS = 2  # fast mode (CI, $MOTOR_FAST=1): epochs capped, lists cut to their first entries
 _FAST_CUTS = {"seeds": 1, "backbones": 2, "budgets": 2}
@@ -23,15 +29,8 @@ _MARK = "_motor_setup_done"
 __all__ = ["setup", "DATASET", "BACKBONE", "ITEM_REPR", "SPLIT", "one_of", "FAST_EPOCHS"]
 
 
-def _choices():
-    from .backbones import BASELINES, REGISTRY
-    from .item_repr import ITEM_REPRS
-
-    return one_of(*REGISTRY, *BASELINES), one_of(*ITEM_REPRS)
-
-
-BACKBONE, ITEM_REPR = _choices()
-SPLIT = one_of("given", "random", "loo", "cold_item")
+BACKBONE, ITEM_REPR = one_of(*REGISTRY, *BASELINES), one_of(*ITEM_REPRS)
+SPLIT = one_of(*SPLIT_SCHEMES)
 
 
 class Parameters(dict):
@@ -50,8 +49,6 @@ def setup(namespace: MutableMapping[str, Any], **spec: Any) -> Parameters:
     Unknown parameters are only checked on the first call, so re-running the cell in JupyterLab after later cells
     defined variables works.
     """
-    from .experiment import fast_mode
-
     values = notebook_params(namespace, spec, check_unknown=not namespace.get(_MARK, False))
     if "fast" in values:
         values["fast"] = fast_mode(values["fast"])
@@ -79,9 +76,6 @@ def fast_overrides(values: dict) -> dict:
 def configure_output() -> None:
     """Figures as plotly's JSON mimetype only (JupyterLab renders it offline; :mod:`motor.report` turns it into
     HTML; no CDN script, no second copy of each figure), pandas at 4 decimals and 120 characters per cell."""
-    import pandas as pd
-    import plotly.io as pio
-
     pio.renderers.default = "plotly_mimetype"
     pd.set_option("display.precision", 4)
     pd.set_option("display.max_colwidth", 120)  # item texts in the case-study and neighbour tables

@@ -26,9 +26,14 @@ injected that the spec does not name is an error, so a typo (``-p datset x``) do
 from __future__ import annotations
 
 import json
+import os
 import types
 import typing
 from typing import Any, Literal, Mapping, MutableMapping
+
+import yaml
+
+from .data import resolve_dataset_name
 
 _TRUE = {"true", "1", "yes", "y", "on"}
 _FALSE = {"false", "0", "no", "n", "off"}
@@ -42,7 +47,7 @@ class ParameterError(ValueError):
 
 
 class _DatasetName:
-    """Spec marker: a dataset name resolved by :func:`motor.experiment.resolve_dataset_name` (None = default)."""
+    """Spec marker: a dataset name resolved by :func:`motor.data.resolve_dataset_name` (None = default)."""
 
     def __repr__(self) -> str:
         return "DATASET"
@@ -99,8 +104,6 @@ def coerce(value: Any, kind: Any, name: str = "value") -> Any:
             raise TypeError(f"spec of {name!r}: only 'T | None' unions are supported, got {kind}")
         return coerce(value, others[0], name)
     if kind is DATASET:
-        from .experiment import resolve_dataset_name  # the data layer only when a dataset is asked for
-
         return resolve_dataset_name(None if _is_none(value) else str(value))
     if origin is Literal:
         return _choice(value, args, name)
@@ -159,8 +162,6 @@ def _parse_text(value: str, name: str) -> Any:
         return json.loads(value)
     except ValueError:
         pass
-    import yaml
-
     try:
         return yaml.safe_load(value)
     except yaml.YAMLError as e:
@@ -223,3 +224,10 @@ def _as_float(value: Any, name: str) -> float:
         except ValueError:
             pass
     raise ParameterError(f"parameter {name!r} must be a number, got {value!r}")
+
+
+def fast_mode(value: bool | None = None) -> bool:
+    """Notebook ``fast`` flag: an explicit value wins, else ``$MOTOR_FAST`` (CI sets it to 1)."""
+    if value is not None:
+        return to_bool(value, "fast")  # papermill passes "-p fast false" as the string "false"
+    return os.environ.get("MOTOR_FAST", "0").lower() in ("1", "true", "yes")

@@ -13,6 +13,8 @@ import ctypes
 import ctypes.util
 import os
 
+import torch
+
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
 _done = False
 
@@ -39,6 +41,4 @@ def keep_freed_memory(limit_bytes: int = 1 << 30) -> bool:
 def numba_kernels_apply(*tensors) -> bool:
     """Whether the numba kernels of :mod:`motor.kernels` can take these tensors: contiguous float32 CPU tensors
     (callers keep the torch expression for every other case: CUDA, float64)."""
-    import torch
-
     return all(t.device.type == "cpu" and t.dtype == torch.float32 and t.is_contiguous() for t in tensors)

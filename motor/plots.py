@@ -7,6 +7,9 @@ import plotly.express as px
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from .defaults import COLD
+from .item_repr import ITEM_REPRS
+
 # one colour per item representation, in registration order: id grey, ms red, ma blue, mean green, linear purple,
 # ms+id orange, then any representation registered later
 _PALETTE = ["#7f7f7f", "#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#bcbd22",
@@ -16,11 +19,8 @@ _PALETTE = ["#7f7f7f", "#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#
 def item_repr_colors(names=()) -> dict[str, str]:
     """{item representation: colour} for every registered one (motor.item_repr.ITEM_REPRS) and any of ``names``
     that is not registered (a run of a representation this process has not defined)."""
-    from .item_repr import ITEM_REPRS
-
     order = list(ITEM_REPRS) + [n for n in dict.fromkeys(names) if n not in ITEM_REPRS]
     return {name: _PALETTE[i % len(_PALETTE)] for i, name in enumerate(order)}
-COLD = "cold (0)"  # evaluate's bucket of items without train interactions
 # a right-hand axis with its own round ticks and no second grid (plotly.js otherwise syncs its ticks to the
 # left axis's grid lines, which gives values such as 0.2117, 0.2198, ...)
 _RIGHT_AXIS = dict(tickmode="auto", nticks=6, showgrid=False, tickformat=".3~f")

@@ -20,8 +20,12 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+import torch
 
-# torch and the registry are imported inside the functions: ``import motor`` imports this module and stays light
+from . import runs
+from .config import config_from_dict
+from .experiment import build_model, get_dataset, run_tokens
+from .tokenizer import fit_tokenizers, n_centroids_of
 
 
 def recommend(run, users: int | Sequence[int], k: int = 20, exclude_seen: bool = True,
@@ -32,8 +36,6 @@ def recommend(run, users: int | Sequence[int], k: int = 20, exclude_seen: bool =
 
     ``exclude_seen`` masks the user's training items (what evaluation masks too), so held-out hits can show up.
     """
-    import torch
-
     model, ds = _model_and_data(run, device)
     users = _user_index(users, ds.n_users)
     if k < 1:
@@ -70,8 +72,6 @@ def score_new_items(run, features: Mapping[str, np.ndarray], users: int | Sequen
     as the dataset's ``<modality>_feat.npy``. The items are tokenized with the run's fitted tokenizer; graph
     backbones see them as items without interactions. Raises for an ID model, which has no vector for an unseen
     item."""
-    import torch
-
     model, ds = _model_and_data(run, device)
     users = np.arange(ds.n_users) if users is None else _user_index(users, ds.n_users)
     user_vecs, item_vecs, n_new = _with_new_items(model, ds, run, features)
@@ -89,8 +89,6 @@ def new_item_tokens(run, features: Mapping[str, np.ndarray]) -> dict[str, np.nda
     """{modality: (n_new, D) token ids} of brand-new items under the run's fitted tokenizer."""
     cfg = _config(run)
     _refuse_id_model(cfg)
-    from .experiment import get_dataset
-
     ds = get_dataset(cfg.dataset, cfg.split, cfg.split_seed, cfg.cold_fraction, cfg.keep)
     return _encode(cfg, ds, _checked_features(ds, features))
 
@@ -99,9 +97,6 @@ def new_item_tokens(run, features: Mapping[str, np.ndarray]) -> dict[str, np.nda
 
 
 def _config(run):
-    from . import runs
-    from .experiment import config_from_dict
-
     if isinstance(run, str):
         return config_from_dict(runs.read(run)["config"])
     return config_from_dict(run.config)
@@ -117,9 +112,6 @@ def _refuse_id_model(cfg) -> None:
 
 def _model_and_data(run, device: str | None):
     """(model in eval-ready state, the run's dataset) for a RunResult with a model, else rebuilt from the registry."""
-    from . import runs
-    from .experiment import get_dataset
-
     cfg = _config(run)
     model = None if isinstance(run, str) else getattr(run, "model", None)
     if model is None:
@@ -133,8 +125,6 @@ def _model_and_data(run, device: str | None):
 
 
 def _mtime(run_id: str) -> float:
-    from . import runs
-
     path = runs.locate(run_id) / "metrics.json"
     return path.stat().st_mtime if path.is_file() else 0.0
 
@@ -142,11 +132,6 @@ def _mtime(run_id: str) -> float:
 @functools.lru_cache(maxsize=4)
 def _registry_model(root: str, run_id: str, mtime: float):
     """The trained model of a saved run, rebuilt from its config and ``model_state.npz`` (cached per file time)."""
-    import torch
-
-    from . import runs
-    from .experiment import build_model, config_from_dict
-
     cfg = config_from_dict(runs.read(run_id)["config"])
     path = runs.locate(run_id) / "model_state.npz"
     if not path.is_file():
@@ -163,8 +148,6 @@ def _registry_model(root: str, run_id: str, mtime: float):
 
 
 def _device_of(model):
-    import torch
-
     p = next(iter(model.parameters()), None)
     return p.device if p is not None else torch.device("cpu")
 
@@ -206,9 +189,6 @@ def _checked_features(ds, features: Mapping[str, np.ndarray]) -> dict[str, np.nd
 
 def _encode(cfg, ds, feats: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Token ids of new items under the tokenizers the run used (same parameters: the same cached fit)."""
-    from .experiment import run_tokens
-    from .tokenizer import fit_tokenizers
-
     known = run_tokens(cfg, ds)
     toks = fit_tokenizers(ds, cfg.n_tokens, modalities=sorted(known), n_centroids=cfg.n_centroids, **cfg.tokenizer)
     for m, tok in toks.items():  # the refit (or cached) tokenizer must give the run's own token ids
@@ -221,11 +201,6 @@ def _encode(cfg, ds, feats: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 def _with_new_items(model, ds, run, features):
     """(user vectors, new item vectors, n_new): the trained weights in a model whose catalogue has the new items
     appended (no interactions, tokens from the run's tokenizer)."""
-    import torch
-
-    from .experiment import build_model, run_tokens
-    from .tokenizer import n_centroids_of
-
     cfg = _config(run)
     _refuse_id_model(cfg)
     feats = _checked_features(ds, features)

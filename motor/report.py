@@ -20,6 +20,14 @@ import os
 import re
 from pathlib import Path
 
+import jinja2
+import plotly.io as pio
+import zmq
+from jupyter_client.manager import KernelManager
+from plotly.offline import get_plotlyjs
+
+from .cache import atomic_write_text
+
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
@@ -87,8 +95,6 @@ def _is_renderer_setup(data: dict) -> bool:
 
 def figure_html(figure: dict, div_id: str) -> str:
     """One figure's ``<div>`` and the script that draws it (plotly.js must be loaded before)."""
-    import plotly.io as pio
-
     return pio.to_html(figure, include_plotlyjs=False, include_mathjax=False, full_html=False, div_id=div_id,
                        default_width="100%", default_height=525, validate=False)
 
@@ -120,8 +126,6 @@ def static_outputs(nb):
 
 
 def _write_if_changed(path: Path, text: str) -> None:
-    from .cache import atomic_write_text
-
     if not path.exists() or path.read_text() != text:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, text)
@@ -135,12 +139,8 @@ def to_html(notebook: str | Path, out: str | Path | None = None, assets: str | P
     """Write ``notebook`` (an executed ``.ipynb``) as an HTML page next to it (or at ``out``); ``assets``:
     ``"embed"`` or a folder for the shared plotly.js and style sheet (see the module docstring). Returns the
     page's path."""
-    import jinja2
     import nbformat
     from nbconvert import HTMLExporter
-    from plotly.offline import get_plotlyjs
-
-    from .cache import atomic_write_text
 
     notebook = Path(notebook)
     page = Path(out) if out else notebook.with_suffix(".html")
@@ -177,8 +177,6 @@ def execute(notebook: str | Path, out: str | Path, parameters: dict | None = Non
     import nbformat
     import papermill as pm
 
-    from .cache import atomic_write_text
-
     out = Path(out)
     running = out.with_name(f".{out.stem}.running.ipynb")
     try:
@@ -196,9 +194,6 @@ def execute(notebook: str | Path, out: str | Path, parameters: dict | None = Non
 
 
 def _kernel_manager():
-    import zmq
-    from jupyter_client.manager import KernelManager
-
     class EncryptedKernelManager(KernelManager):
         def __init__(self, **kwargs):
             super().__init__(**kwargs)

@@ -15,13 +15,16 @@ and the tag ("" for defaults), so tables never average a variant into the defaul
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import numbers
 import os
 import platform
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -40,6 +43,17 @@ ID_COLUMNS = ["run_id", "dataset", "split", "split_seed", "backbone", "item_repr
               "variant"]
 
 
+# RunConfig fields added after the first saved runs, with their defaults: a run at the default leaves them out of
+# its run id and its variant name, so the ids of older runs do not change
+ADDED_FIELDS = {"tokenizer": {}, "keep": 1.0, "weight_decay": None, "lr_schedule": None}
+
+
+def non_default_fields(cfg: dict) -> dict:
+    """The :data:`ADDED_FIELDS` of a run's config (``asdict(RunConfig)`` or a saved ``config.json``) that are not
+    at their defaults (a missing key is at its default); the one rule behind run ids and :func:`variant_of`."""
+    return {k: cfg[k] for k, default in ADDED_FIELDS.items() if cfg.get(k, default) != default}
+
+
 def variant_of(cfg: dict) -> str:
     """Short name of a run's non-default knobs, e.g. ``tokenizer.subspace_seeds=True``; "" for the defaults."""
     parts = [f"{group}.{k}={v}" for group in ("hparams", "tcn", "tokenizer")
@@ -48,9 +62,7 @@ def variant_of(cfg: dict) -> str:
         parts.append(f"split_seed={cfg['split_seed']}")
     if cfg.get("tag"):
         parts.append(f"tag={cfg['tag']}")
-    for key, default in (("keep", 1.0), ("weight_decay", None), ("lr_schedule", None)):  # RunConfig's own knobs
-        if cfg.get(key, default) != default:
-            parts.append(f"{key}={cfg[key]}")
+    parts += [f"{k}={v}" for k, v in non_default_fields(cfg).items() if k != "tokenizer"]  # itemised above
     return ",".join(parts)
 
 
@@ -112,9 +124,6 @@ def run_path(run_id: str) -> Path:
 def check_writable(root: str | os.PathLike | None = None, min_free_mb: int = 50) -> Path:
     """Create the registry folder if needed and check that a file can be written there and that at least
     ``min_free_mb`` MB are free, so that a run fails before training rather than when saving. Returns the folder."""
-    import shutil
-    import tempfile
-
     base = Path(root) if root else runs_dir()
     fix = "Fix: set MOTOR_RUNS to a writable folder (or free some space), or pass save=False."
     try:
@@ -171,7 +180,7 @@ def _provenance_now() -> dict:
         dirty = bool(status.strip())
     except (OSError, subprocess.SubprocessError):
         pass  # not a git checkout (an installed package): versions only
-    import torch
+    import torch  # noqa: PLC0415 - the registry itself loads no torch (saving a run has it loaded already)
 
     return {"git_commit": commit, "motor_modified": dirty, "torch": torch.__version__,
             "python": platform.python_version()}
@@ -254,6 +263,47 @@ def read(run_id: str) -> dict:
         raise RunReadError(_damage(run_id, path, exc)) from exc
     out["run_id"] = run_id
     return out
+
+
+def read_metrics(run_id: str) -> dict:
+    """A saved run's ``metrics.json`` alone (valid, test, params, timings, best_epoch, stopped, provenance)."""
+    return json.loads((locate(run_id) / "metrics.json").read_text())
+
+
+# ------------------------------------------------------------------------------------------------ tune stop records
+
+TUNE_STOPS_FILE = "_tune/asha_stopped.json"  # in a registry folder; load() reads only run folders
+
+
+def read_tune_stops() -> dict[str, dict]:
+    """{run_id: {"settings", "best_valid", "epochs_run"}} of the trials ASHA stopped in earlier searches: the
+    reference registry's record, overridden by the user's."""
+    out: dict[str, dict] = {}
+    for base in (reference_dir(), runs_dir()):
+        path = base / TUNE_STOPS_FILE if base is not None else None
+        if path is not None and path.is_file():
+            try:
+                out.update(json.loads(path.read_text()))
+            except (OSError, ValueError) as exc:
+                warnings.warn(f"{path}: unreadable record of ASHA-stopped trials ({exc}); those trials run again. "
+                              "Fix: delete the file.", stacklevel=2)
+    return out
+
+
+def record_tune_stops(stopped: dict[str, dict], settings: dict) -> None:
+    """Add the trials ASHA stopped to the user's registry record, so a re-launch of the same search (same ASHA
+    settings) lists them as stopped instead of training them again; ``reuse=False`` ignores the record."""
+    if not stopped:
+        return
+    path = runs_dir() / TUNE_STOPS_FILE
+    record = {}
+    if path.is_file():
+        with contextlib.suppress(OSError, ValueError):
+            record = json.loads(path.read_text())
+    for rid, o in stopped.items():
+        record[rid] = {"settings": settings, "best_valid": o.get("best_valid"), "epochs_run": o.get("epochs_run")}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(record, indent=1, sort_keys=True) + "\n")
 
 
 def _damage(run_id: str, path: Path, exc: BaseException) -> str:

@@ -1,47 +1,30 @@
-"""The notebooks' studies: the runs each one needs (trained when the registry lacks them, read otherwise), the
-tables made from them, and a sentence per result (:class:`Finding`) computed from the numbers.
+"""The notebooks' studies: the runs each one needs (trained when the registry lacks them, read otherwise) and the
+tables that need runs. Tables of saved results are in :mod:`motor.analysis`, sentences in :mod:`motor.findings`.
 
 Every function that runs takes the :class:`~motor.experiment.RunConfig` fields it varies as arguments and passes
-``**config`` (e.g. ``epochs``) to every run; each run is saved in the registry, so a second call only reads.
-"""
+``**config`` (e.g. ``epochs``) to every run; each run is saved in the registry, so a second call only reads."""
 from __future__ import annotations
+
+import importlib
 
 import numpy as np
 import pandas as pd
 
-METRICS = ("recall@10", "recall@20", "ndcg@10", "ndcg@20")
-COLD = "cold (0)"  # evaluate's bucket of items without train interactions
-
-
-class Finding(str):
-    """A sentence (markdown) about a result; a plain ``str`` that a notebook shows as markdown."""
-
-    def _repr_markdown_(self) -> str:
-        return str(self)
-
-
-def _pct(x: float) -> str:
-    return f"{100 * x:.1f} %"
-
-
-def _and(items: list[str]) -> str:
-    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1] if items else "none"
-
-
-# ------------------------------------------------------------------------------------------------------------ runs
+from . import runs
+from .analysis import METRICS, improvement, mean_std, paired_test
+from .defaults import COLD
+from .evaluate import bucket_labels, item_buckets
+from .experiment import RunConfig, from_registry, get_dataset, run, run_grid
+from .tokenizer import collision_share, fit_tokenizers
 
 
 def _runs(configs: list) -> list:
-    from .experiment import run_grid
-
     results, _ = run_grid(configs, keep_model=False, progress=False)
     return results
 
 
 def seed_runs(dataset: str, backbone: str, item_reprs, seeds, split: str = "random", **config) -> list:
     """One run per (item_repr, seed) of ``backbone`` on ``dataset``'s ``split``; returns the RunResults."""
-    from .experiment import RunConfig
-
     return _runs([RunConfig(dataset=dataset, split=split, backbone=backbone, item_repr=k, seed=s, **config)
                   for k in item_reprs for s in seeds])
 
@@ -50,9 +33,6 @@ def compare_runs(dataset: str, backbones, item_reprs, seeds, train_missing: bool
                  **config) -> tuple[pd.DataFrame, list[str]]:
     """Runs of every (backbone, item_repr, seed): (their rows of the tidy registry, ``runs.load()``; run ids that
     are not in the registry and were not trained because ``train_missing`` is False)."""
-    from . import runs
-    from .experiment import RunConfig, run_grid
-
     configs = [RunConfig(dataset=dataset, backbone=b, item_repr=k, seed=s, **config)
                for b in backbones for k in item_reprs for s in seeds]
     results, missing = run_grid(configs, train_missing, keep_model=False, progress=False)
@@ -75,8 +55,6 @@ def ablation_variants(modalities: list[str]) -> dict[str, dict]:
 def ablation_table(dataset: str, backbone: str, seeds, metrics=METRICS, **config) -> pd.DataFrame:
     """Test metrics of every :func:`ablation_variants` entry: mean and std over ``seeds`` (columns (metric, stat)),
     rows in the variants' order, and ``seeds`` (the number of runs)."""
-    from .experiment import RunConfig, get_dataset
-
     ds = get_dataset(dataset, config.get("split", "random"), config.get("split_seed", 0))
     rows = []
     for name, kw in ablation_variants(list(ds.modalities)).items():
@@ -89,8 +67,6 @@ def token_budget(dataset: str, backbone: str, budgets, seeds, **config) -> pd.Da
     """Paper Fig. 4: the ID model and MOTOR (``ms``) with D tokens per modality for each D in ``budgets``: one row
     each with label, n_tokens, trainable parameters, item-side parameters, their ratio to the ID model's item table,
     and test Recall@20 (mean and std over ``seeds``)."""
-    from .experiment import RunConfig
-
     settings = [("ID", dict(item_repr="id"))] + [(f"D={d}", dict(item_repr="ms", n_tokens=d)) for d in budgets]
     rows = []
     for label, kw in settings:
@@ -108,8 +84,6 @@ def item_vectors(dataset: str, backbone: str, seed: int, reprs: dict[str, str] |
                  **config) -> dict[str, np.ndarray]:
     """Learned (n_items, d) item vectors per representation (``reprs``: label -> item_repr, default
     ``{"ID": "id", "MOTOR": "ms"}``); a registry run saved without vectors is trained again with them."""
-    from .experiment import run
-
     out = {}
     for label, kind in (reprs or {"ID": "id", "MOTOR": "ms"}).items():
         kw = dict(dataset=dataset, backbone=backbone, item_repr=kind, seed=seed, keep_model=False, progress=False,
@@ -121,93 +95,10 @@ def item_vectors(dataset: str, backbone: str, seed: int, reprs: dict[str, str] |
     return out
 
 
-# ---------------------------------------------------------------------------------------------------------- tables
-
-
-def mean_std(frame: pd.DataFrame, by: str, metrics: list[str]) -> pd.DataFrame:
-    """Mean and std (ddof 1) of ``metrics`` per ``by`` value, in order of first appearance (columns (metric, stat));
-    column ``("seeds", "n")`` = rows per group."""
-    g = frame.groupby(by, sort=False)
-    out = g[metrics].agg(["mean", "std"])
-    out[("seeds", "n")] = g.size()
-    return out
-
-
-def bucket_means(results: list, metrics=("recall@20", "ndcg@20")) -> pd.DataFrame:
-    """Per (popularity bucket, item_repr): n_items, n_heldout and ``metrics`` averaged over the runs' seeds, and
-    ``seeds``. Buckets in evaluation order with ``cold (0)`` (no train interactions) first; item_reprs in the
-    order of ``results``."""
-    frames = [r.buckets.assign(item_repr=r.config["item_repr"], seed=r.config["seed"]) for r in results]
-    b = pd.concat(frames, ignore_index=True)
-    order = list(dict.fromkeys(b.bucket))
-    order = ([COLD] if COLD in order else []) + [x for x in order if x != COLD]
-    kinds = list(dict.fromkeys(b.item_repr))
-    cols = ["n_items", "n_heldout", *metrics]
-    out = b.groupby(["bucket", "item_repr"], sort=False)[cols].mean()
-    out["seeds"] = b.groupby(["bucket", "item_repr"], sort=False).seed.nunique()
-    out = out.reset_index()
-    out["bucket"] = pd.Categorical(out.bucket, order, ordered=True)
-    out["item_repr"] = pd.Categorical(out.item_repr, kinds, ordered=True)
-    out = out.sort_values(["bucket", "item_repr"]).reset_index(drop=True)
-    out["bucket"], out["item_repr"] = out.bucket.astype(str), out.item_repr.astype(str)
-    return out
-
-
-def test_means(results: list, metrics=None) -> pd.DataFrame:
-    """Test metrics over all test items per item_repr: mean and std over seeds (columns (metric, stat)) and
-    ``seeds``. ``metrics`` default: Recall/NDCG@10/20 and, when present, the cold-candidate metrics."""
-    if metrics is None:
-        extra = [k for k in results[0].test if k.startswith("cold_candidates_") and "@" in k] if results else []
-        metrics = [*METRICS, *extra]
-    rows = [{"item_repr": r.config["item_repr"], **{m: r.test.get(m, np.nan) for m in metrics}} for r in results]
-    return mean_std(pd.DataFrame(rows), "item_repr", list(metrics))
-
-
-def comparison_tables(df: pd.DataFrame, k: int = 20) -> dict[str, pd.DataFrame]:
-    """:func:`motor.analysis.compare_table` for recall and ndcg @k."""
-    from .analysis import compare_table
-
-    return {m: compare_table(df, m, k) for m in ("recall", "ndcg")}
-
-
-def comparison_wide(tables: dict[str, pd.DataFrame], k: int = 20) -> pd.DataFrame:
-    """'mean ± std' cells: rows (dataset, backbone), columns (METRIC@k, item_repr)."""
-    from .analysis import mean_std_pivot
-
-    return pd.concat({f"{m.upper()}@{k}": mean_std_pivot(t) for m, t in tables.items()}, axis=1)
-
-
-def improvement_pivot(table: pd.DataFrame) -> pd.DataFrame:
-    """Improvement % over the ID model: rows backbone, columns '<item_repr> vs id (%)'."""
-    imp = table[table.item_repr != "id"].pivot_table(index="backbone", columns="item_repr",
-                                                     values="improvement_%").round(1)
-    imp.columns = [f"{c} vs id (%)" for c in imp.columns]
-    return imp
-
-
-def bold_best(wide: pd.DataFrame):
-    """``wide`` (cells 'mean ± std') styled with the best mean of every column in bold."""
-    def col_style(col):
-        vals = col.astype(str).str.split(" ").str[0].astype(float)
-        return ["font-weight: bold" if v == vals.max() else "" for v in vals]
-
-    return wide.style.apply(col_style, axis=0)
-
-
-def parameter_table(result) -> pd.Series:
-    """Trainable parameters of a run, its item side, the ID table it replaces and their ratio."""
-    p = result.params
-    return pd.Series({"trainable parameters": p["total"], "item-side parameters": p["item"],
-                      "ID table it replaces (n_items x d)": p["id_table"],
-                      "item-side / ID table": round(p["item_fraction"], 3)}, dtype=object, name="value")
-
-
 def distortion_table(ds, budgets) -> pd.DataFrame:
     """Per D in ``budgets`` and modality: K, relative distortion (reconstruction MSE / feature variance) and the
     share of items whose full code is shared with another item (per modality and over all modalities,
     :func:`motor.tokenizer.collision_share`)."""
-    from .tokenizer import collision_share, fit_tokenizers
-
     rows = []
     for d in budgets:
         toks = fit_tokenizers(ds, n_tokens=d)
@@ -218,194 +109,123 @@ def distortion_table(ds, budgets) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index(["D", "modality"])
 
 
-def case_study(ds, token_ids: dict[str, np.ndarray], n_queries: int = 4, seed: int = 0, top: int = 4,
-               width: int = 100) -> pd.DataFrame:
-    """Paper Fig. 5: ``n_queries`` random items (``seed``) and the ``top`` items sharing most tokens with each:
-    columns query, item, shared, text (the query's own row has item = query and shared = NaN)."""
-    from .analysis import shared_token_neighbours
-
-    text = ds.item_text or [f"item {i}" for i in range(ds.n_items)]
-    rows = []
-    for q in np.random.default_rng(seed).choice(ds.n_items, size=min(n_queries, ds.n_items), replace=False):
-        rows.append({"query": int(q), "item": int(q), "shared": np.nan, "text": text[q][:width]})
-        for r in shared_token_neighbours(token_ids, int(q), top=top).itertuples():
-            rows.append({"query": int(q), "item": int(r.item), "shared": r.shared, "text": text[r.item][:width]})
-    return pd.DataFrame(rows)
-
-
 def popularity_buckets(item_popularity: np.ndarray) -> tuple[np.ndarray, list[str]]:
     """Each item's popularity bucket label (train interactions, :data:`motor.evaluate.DEFAULT_BUCKETS`) and the
     labels in order, least popular first."""
-    from .evaluate import bucket_labels, item_buckets
-
     labels = bucket_labels()
     return np.asarray(labels)[item_buckets(item_popularity)], labels
 
 
-def project_2d(vectors: dict[str, np.ndarray], method: str = "umap", seed: int = 0) -> dict[str, np.ndarray]:
-    """2-D coordinates of each (n, d) array: ``"umap"`` (:func:`motor.analysis.umap_2d`, cosine) or ``"pca"``
-    (scores on the first two principal axes)."""
-    if method == "pca":
-        out = {}
-        for k, v in vectors.items():
-            x = v - v.mean(0)
-            u, s, _ = np.linalg.svd(x, full_matrices=False)
-            out[k] = u[:, :2] * s[:2]
-        return out
-    if method == "umap":
-        from .analysis import umap_2d
-
-        return {k: umap_2d(v, seed=seed) for k, v in vectors.items()}
-    raise ValueError(f"unknown projection {method!r}; use 'umap' or 'pca'")
+# ------------------------------------------------------------------------------------------------ sparsity sweep
 
 
-def shared_tokens_by_neighbours(token_ids: dict[str, np.ndarray], vectors: dict[str, np.ndarray],
-                                top: int = 5) -> pd.DataFrame:
-    """How many tokens (of all modalities' positions) an item shares on average with its ``top`` nearest items
-    by cosine of each learned representation, and with a random other item (exact: over all pairs)."""
-    codes = np.concatenate([token_ids[m] for m in sorted(token_ids)], axis=1)
-    n, n_pos = codes.shape
+def sparsity_sweep(dataset: str, backbones=("lightgcn", "bpr", "vbpr", "freedom"), keeps=(1.0, 0.6, 0.4, 0.2),
+                   seeds=(0, 1, 2), item_repr: str = "ms", baseline: str = "id", metric: str = "recall@20",
+                   train_missing: bool = True, **config) -> pd.DataFrame:
+    """``item_repr`` vs ``baseline`` on sparsified copies of ``dataset`` (``RunConfig.keep``): one row per
+    (keep, backbone, seed) with the data's interactions per user and per item (all splits, after sparsifying),
+    both runs' test ``metric``, the improvement in % and the paired test over test users (:func:`paired_test`).
+
+    Runs come from the registry when saved and are trained otherwise (``train_missing=False``: skipped);
+    ``config``: further :class:`~motor.experiment.RunConfig` fields (e.g. ``epochs``).
+    """
     rows = []
-    for name, v in vectors.items():
-        unit = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
-        sim = unit @ unit.T
-        np.fill_diagonal(sim, -np.inf)
-        nearest = np.argpartition(-sim, top - 1, axis=1)[:, :top]
-        shared = (codes[nearest] == codes[:, None, :]).sum(-1)
-        rows.append({"neighbours": f"{top} nearest by {name} vector", "mean_shared_tokens": float(shared.mean())})
-    same = sum(int((c * (c - 1)).sum()) for c in (np.bincount(codes[:, p]) for p in range(n_pos)))
-    rows.append({"neighbours": "a random other item", "mean_shared_tokens": same / (n * (n - 1))})
-    out = pd.DataFrame(rows).set_index("neighbours")
-    out["of_positions"] = n_pos
+    for keep in keeps:
+        ds = get_dataset(dataset, config.get("split", "random"), config.get("split_seed", 0),
+                         config.get("cold_fraction", 0.2), keep)
+        n_int = ds.all_interactions().nnz
+        data = {"keep": keep, "users": ds.n_users, "items": ds.n_items, "interactions": n_int,
+                "per_user": n_int / ds.n_users, "per_item": n_int / ds.n_items}
+        for bb in backbones:
+            for seed in seeds:
+                cfgs = [RunConfig(dataset=dataset, backbone=bb, item_repr=k, seed=seed, keep=keep, **config)
+                        for k in (baseline, item_repr)]
+                res, missing = run_grid(cfgs, train_missing=train_missing, progress=False, keep_model=False)
+                if missing:
+                    continue
+                test = paired_test(res[0].run_id, res[1].run_id, metric)
+                rows.append({**data, "backbone": bb, "seed": seed, baseline: test["mean_a"],
+                             item_repr: test["mean_b"], "mean_diff": test["mean_diff"],
+                             "improvement_%": improvement(test["mean_b"], test["mean_a"]),
+                             "t_pvalue": test["t_pvalue"],
+                             "wilcoxon_pvalue": test["wilcoxon_pvalue"], "n_users": test["n_users"],
+                             "run_baseline": res[0].run_id, "run_repr": res[1].run_id})
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------------------------------------- cold start
+
+
+def cold_start_protocols(dataset: str, backbone: str, item_reprs, seeds, **config) -> pd.DataFrame:
+    """Both cold-start protocols on the ``cold_item`` split, mean over ``seeds`` per item representation:
+
+    * ``all items``: the cold items' bucket of the full ranking (cold items compete with every item);
+    * ``cold candidates``: the cold-start papers' protocol (:func:`motor.evaluate.evaluate_cold_candidates`): only
+      the cold test items are ranked, for the users who have one; ``random`` is a random ranking's expected
+      Recall@20 there, min(20, n) / n for n candidates.
+
+    Runs are read from the registry; a saved run without the cold-candidate metrics (made before they existed) is
+    trained again. ``config``: further RunConfig fields (e.g. ``epochs``)."""
+    rows = []
+    for kind in item_reprs:
+        for seed in seeds:
+            cfg = RunConfig(dataset=dataset, split="cold_item", backbone=backbone, item_repr=kind, seed=seed, **config)
+            r = run(cfg, reuse=True, progress=False, keep_model=False)
+            if "cold_candidates_recall@20" not in r.test:
+                r = run(cfg, progress=False, keep_model=False)
+            b = r.buckets.set_index("bucket") if len(r.buckets) else pd.DataFrame()
+            cold = b.loc[COLD] if COLD in b.index else pd.Series(dtype=float)
+            n = r.test["cold_candidates_n_candidates"]
+            rows.append({"item_repr": kind, "seed": seed,
+                         "all items · Recall@20": cold.get("recall@20", np.nan),
+                         "all items · NDCG@20": cold.get("ndcg@20", np.nan),
+                         **{f"cold candidates · {m.capitalize() if m == 'recall' else 'NDCG'}@{k}":
+                            r.test[f"cold_candidates_{m}@{k}"] for m in ("recall", "ndcg") for k in (10, 20)},
+                         "random · Recall@20": min(20.0, n) / n if n else np.nan,
+                         "users": r.test["cold_candidates_n_users"], "candidates": n})
+    per_seed = pd.DataFrame(rows)
+    out = per_seed.drop(columns="seed").groupby("item_repr", sort=False).mean()
+    out.insert(0, "seeds", per_seed.groupby("item_repr", sort=False).size())
     return out
 
 
-# -------------------------------------------------------------------------------------------------------- findings
+# ----------------------------------------------------------------------------------------------- learning curves
 
 
-def describe_tokens(stats: pd.DataFrame, repeats: pd.DataFrame, distortion: pd.DataFrame) -> Finding:
-    """01: ids used and their entropy per modality, ids repeated at every position (faiss PQ vs a seed per
-    sub-space), and distortion/collisions from the smallest to the largest D."""
-    parts = []
-    for m, g in stats.groupby("modality", sort=False):
-        parts.append(f"{m} tokens use {g.tokens_used.mean():.0f} of {int(g.K.iloc[0])} ids per position on average "
-                     f"(entropy {g.entropy_bits.mean():.2f} of {g.max_entropy_bits.iloc[0]:.0f} bits; the busiest id "
-                     f"holds {int(g.items_per_token_max.max())} items)")
-    text = "; ".join(parts) + "."
-    if len(repeats.columns) == 2:
-        a, b = repeats.columns
-        text += (" Items with the same id at every position: " +
-                 ", ".join(f"{m} {_pct(repeats.loc[m, a])} with {a} and {_pct(repeats.loc[m, b])} with {b}"
-                           for m in repeats.index) + ".")
-    ds_ = sorted(distortion.index.get_level_values("D").unique())
-    if len(ds_) > 1:
-        lo, hi = ds_[0], ds_[-1]
-        moves = [f"{m} {distortion.loc[(lo, m), 'distortion']:.3f} → {distortion.loc[(hi, m), 'distortion']:.3f}"
-                 for m in distortion.loc[lo].index]
-        c_lo = _pct(distortion.loc[lo].collision_share_all_modalities.iloc[0])
-        c_hi = _pct(distortion.loc[hi].collision_share_all_modalities.iloc[0])
-        text += (f" From D = {lo} to D = {hi} the distortion goes {', '.join(moves)}, and the share of items whose "
-                 f"full code (all modalities) is shared with another item goes from {c_lo} to {c_hi}.")
-    return Finding(text)
+def learning_curves(results, metric: str = "recall@20") -> pd.DataFrame:
+    """Per-epoch curves of several runs in one long table, to compare how item representations train.
 
-
-def describe_run(result) -> Finding:
-    """02: epochs, stop reason, best valid and test metrics, the bucket range and the parameter ratio."""
-    c, h = result.config, result.history
-    text = (f"{c['backbone']} ({c['item_repr']}) on {c['dataset']} trained {len(h)} epochs (stop: {result.stopped}); "
-            f"best valid Recall@20 {result.valid.get('recall@20', np.nan):.4f} at epoch {result.best_epoch}. "
-            f"Test Recall@20 {result.test['recall@20']:.4f}, NDCG@20 {result.test['ndcg@20']:.4f}.")
-    b = result.buckets
-    b = b[(b.bucket != COLD) & (b.n_heldout > 0)] if len(b) else b
-    if len(b) > 1:
-        lo, hi = b.loc[b["recall@20"].idxmin()], b.loc[b["recall@20"].idxmax()]
-        text += (f" By item popularity, test Recall@20 runs from {lo['recall@20']:.4f} (bucket {lo.bucket}) to "
-                 f"{hi['recall@20']:.4f} (bucket {hi.bucket}).")
-    text += (f" The item side has {result.params['item']:,} parameters, {result.params['item_fraction']:.2f}× the "
-             "ID table it replaces.")
-    return Finding(text)
-
-
-def describe_comparison(recall: pd.DataFrame, significance: pd.DataFrame | None = None,
-                        alpha: float = 0.05, baseline: str = "id") -> Finding:
-    """03: per item_repr, on how many backbones its mean beats the ID model's, the largest gain and loss, and how
-    many (backbone, seed) paired tests are significant either way."""
-    out = []
-    for kind, g in recall[recall.item_repr != baseline].groupby("item_repr", sort=False):
-        g = g.dropna(subset=["improvement_%"])
-        if g.empty:
+    ``results``: RunResults or run ids of the registry, or a {label: result or run id} dict. One row per (run,
+    epoch): run_id, label (default: the item representation), backbone, item_repr, seed, epoch, ``loss`` (mean
+    training loss of the epoch), ``valid`` (valid ``metric``), ``train`` (train ``metric`` where the history has it,
+    from :func:`motor.diagnostics.train_recall_callback`, else NaN), ``best`` (True on the epoch whose weights were
+    kept), and the relative forms ``loss_rel`` = loss / first epoch's loss and ``valid_rel`` = valid / best valid, so
+    runs whose losses differ in scale share an axis."""
+    items = list(results.items()) if isinstance(results, dict) else [(None, r) for r in results]
+    frames = []
+    for label, res in items:
+        res = from_registry(res) if isinstance(res, str) else res
+        h, cfg = res.history, res.config
+        if h is None or len(h) == 0:
             continue
-        wins = g[g["improvement_%"] > 0]
-        best, worst = g.loc[g["improvement_%"].idxmax()], g.loc[g["improvement_%"].idxmin()]
-        s = (f"**{kind}** has a higher mean test Recall@20 than {baseline} on {len(wins)} of {len(g)} backbones"
-             f"{' (' + ', '.join(wins.backbone) + ')' if 0 < len(wins) < len(g) else ''}; "
-             f"the change ranges from {worst.backbone} {worst['improvement_%']:+.1f} % to {best.backbone} "
-             f"{best['improvement_%']:+.1f} %.")
-        if significance is not None and len(significance):
-            t = significance[significance.item_repr == kind]
-            up = int(((t.t_pvalue < alpha) & (t.mean_diff > 0)).sum())
-            down = int(((t.t_pvalue < alpha) & (t.mean_diff < 0)).sum())
-            s += (f" Paired t-tests over test users (p < {alpha}): {up} of {len(t)} (backbone, seed) pairs "
-                  f"significantly better, {down} significantly worse.")
-        out.append(s)
-    return Finding(" ".join(out) if out else f"No runs to compare with {baseline}.")
-
-
-def describe_buckets(warm: pd.DataFrame, cold: pd.DataFrame | None = None, metric: str = "recall@20",
-                     baseline: str = "id") -> Finding:
-    """04: per item_repr, the popularity buckets where its mean ``metric`` is above / below the ID model's, and
-    (``cold``: :func:`bucket_means` of the cold-start split) the cold items' metric."""
-    piv = warm[warm.bucket != COLD].pivot_table(index="bucket", columns="item_repr", values=metric, sort=False)
-    out = []
-    for kind in [k for k in piv.columns if k != baseline]:
-        if baseline not in piv:
-            break
-        diff = piv[kind] - piv[baseline]
-        out.append(f"**{kind}** vs {baseline} ({metric}): "
-                   f"ahead in buckets {_and([str(b) for b in diff.index[diff > 0]])}; "
-                   f"behind in {_and([str(b) for b in diff.index[diff < 0]])}.")
-    if cold is not None:
-        c = cold[cold.bucket == COLD].set_index("item_repr")[metric]
-        if len(c):
-            out.append(f"Cold-start split, items without train interactions: {metric} " +
-                       ", ".join(f"{k} {v:.4f}" for k, v in c.items()) + ".")
-    return Finding(" ".join(out) if out else "No buckets to compare.")
-
-
-def describe_ablation(table: pd.DataFrame, metric: str = "recall@20") -> Finding:
-    """05: the variants ranked by mean ``metric`` and each one's change against the ID model."""
-    mean = table[(metric, "mean")]
-    order = mean.sort_values(ascending=False)
-    base = mean.get("original (ID)", np.nan)
-    ranked = [f"{name} {v:.4f}" + (f" ({100 * (v / base - 1):+.1f} % vs ID)" if name != "original (ID)" and base > 0
-                                   else "") for name, v in order.items()]
-    return Finding(f"Test {metric}, best first: " + "; ".join(ranked) + ".")
-
-
-def describe_budget(budget: pd.DataFrame) -> Finding:
-    """06: item-side parameters relative to the ID table and test Recall@20 for each D, and the best setting."""
-    tok = budget[budget.label != "ID"]
-    parts = [f"{r['label']}: item side {r['item_params / ID table']:.2f}× the ID table, Recall@20 {r['recall']:.4f}"
-             for _, r in tok.iterrows()]
-    best = budget.loc[budget.recall.idxmax()]
-    idr = budget[budget.label == "ID"].recall
-    head = f"ID: Recall@20 {idr.iloc[0]:.4f}. " if len(idr) else ""
-    return Finding(head + "; ".join(parts) + f". Highest test Recall@20: {best.label}.")
-
-
-def describe_neighbours(table: pd.DataFrame) -> Finding:
-    """07: mean shared tokens with the nearest items by each representation vs a random item."""
-    n = int(table.of_positions.iloc[0])
-    parts = [f"{name}: {v:.2f}" for name, v in table.mean_shared_tokens.items()]
-    return Finding(f"Tokens (of {n} positions) an item shares on average with — " + "; ".join(parts) + ".")
+        valid = h[f"valid_{metric}"] if f"valid_{metric}" in h else pd.Series(np.nan, index=h.index)
+        train = h[f"train_{metric}"] if f"train_{metric}" in h else pd.Series(np.nan, index=h.index)
+        best_valid = valid.max()
+        frames.append(pd.DataFrame({
+            "run_id": res.run_id, "label": label or cfg.get("item_repr", res.run_id), "backbone": cfg.get("backbone"),
+            "item_repr": cfg.get("item_repr"), "seed": cfg.get("seed"), "epoch": h["epoch"].to_numpy(),
+            "loss": h["loss"].to_numpy(), "valid": valid.to_numpy(), "train": train.to_numpy(),
+            "best": (h["epoch"] == res.best_epoch).to_numpy(),
+            "loss_rel": (h["loss"] / h["loss"].iloc[0]).to_numpy(),
+            "valid_rel": (valid / best_valid).to_numpy() if best_valid > 0 else np.nan}))
+    columns = ["run_id", "label", "backbone", "item_repr", "seed", "epoch", "loss", "valid", "train", "best",
+               "loss_rel", "valid_rel"]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
 
 
 def curves_against_id(result, device: str | None = None) -> pd.DataFrame | None:
-    """Learning curves (:func:`motor.analysis.learning_curves`) of ``result`` next to the ID model of the same
+    """Learning curves (:func:`learning_curves`) of ``result`` next to the ID model of the same
     configuration (reused from the registry when saved, trained otherwise); None when ``result`` is an ID run."""
-    from .analysis import learning_curves
-    from .experiment import RunConfig, run
-
     cfg = {k: v for k, v in result.config.items() if k in RunConfig.__dataclass_fields__}
     if cfg["item_repr"] == "id":
         return None
@@ -413,3 +233,22 @@ def curves_against_id(result, device: str | None = None) -> pd.DataFrame | None:
         cfg["device"] = device
     base = run(RunConfig(**{**cfg, "item_repr": "id", "tcn": {}}), reuse=True, progress=False, keep_model=False)
     return learning_curves({"id": base, cfg["item_repr"]: result})
+
+
+# ------------------------------------------------------------------------------------------- moved names
+# Names that lived here before the split by job (issue 25), still reachable from here; import them from
+# their module.
+_MOVED = {
+    "Finding": "findings", "describe_tokens": "findings", "describe_run": "findings", "describe_comparison":
+    "findings", "describe_buckets": "findings", "describe_ablation": "findings", "describe_budget": "findings",
+    "describe_neighbours": "findings", "mean_std": "analysis", "bucket_means": "analysis", "test_means": "analysis",
+    "comparison_tables": "analysis", "comparison_wide": "analysis", "improvement_pivot": "analysis", "bold_best":
+    "analysis", "parameter_table": "analysis", "case_study": "neighbours", "project_2d": "neighbours",
+    "shared_tokens_by_neighbours": "neighbours", "COLD": "defaults"
+}
+
+
+def __getattr__(name: str):
+    if name in _MOVED:
+        return getattr(importlib.import_module(f".{_MOVED[name]}", __package__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -200,7 +200,7 @@ def one_thread():
     counts, and an argmin between near-equal distances then flips a token id: on ``scientific``, 1 and 2 threads
     gave different image tokens. One thread makes the token ids a function of the data and the seed alone; fitting
     a tokenizer is a few seconds once per dataset and cached, so the lost parallelism costs little."""
-    import torch
+    import torch  # noqa: PLC0415 - loaded after faiss (see load_faiss: the wait policy)
     from threadpoolctl import threadpool_limits
 
     faiss_threads, torch_threads = faiss.omp_get_max_threads(), torch.get_num_threads()
@@ -217,7 +217,7 @@ def one_thread():
 def _balanced_pca(x: np.ndarray, d_out: int, n_sub: int, seed: int) -> np.ndarray:
     """(d_out, d_in) orthonormal rows: the top-d_out principal axes, dealt round-robin to the ``n_sub`` sub-spaces
     (sub-space s gets components s, s + n_sub, ...) so that every sub-space holds a similar share of variance."""
-    import torch
+    import torch  # noqa: PLC0415 - after faiss (see load_faiss)
 
     xc = torch.from_numpy(x - x.mean(0, keepdims=True))
     if x.shape[1] <= 1024:

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 import torch
+from tqdm.auto import tqdm
 
 from .cache import atomic_write_bytes
 from .defaults import BATCH_SIZE, EPOCHS, LR, PATIENCE
@@ -257,12 +258,7 @@ def train(model, dataset, config: TrainConfig | None = None, callbacks: list[Cal
             torch.cuda.set_rng_state(state["cuda_rng"].cpu(), device)
         history, best, start = state["history"], state["best"], state["epoch"] + 1
 
-    try:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=cfg.epochs, initial=start, disable=not cfg.progress, desc=type(model).__name__,
-                   leave=False)
-    except ImportError:  # pragma: no cover
-        bar = None
+    bar = tqdm(total=cfg.epochs, initial=start, disable=not cfg.progress, desc=type(model).__name__, leave=False)
     t_start = time.perf_counter()
     stopped = "max_epochs"
     epoch = start - 1

@@ -10,7 +10,7 @@ import html
 import numpy as np
 import pandas as pd
 
-from .analysis import search_items, shared_token_neighbours, vector_neighbours
+from .neighbours import search_items, shared_token_neighbours, vector_neighbours
 
 
 class TokenExplorer:

@@ -1,7 +1,7 @@
 """Rewrite the generated blocks of reports/README.md: between the ``registry`` markers the headline table (test
 Recall@20 / NDCG@20, mean ± std over seeds, from ``motor.runs.load()``) and the cells with fewer than three seeds
 or not run; between the ``findings`` markers the sentences each executed notebook computed from its results (the
-output of its ``studies.describe_*`` / ``analysis.describe_*`` cells), and the screenshot of every page. Run
+output of its ``findings.describe_*`` cells), and the screenshot of every page. Run
 after the reports are regenerated: ``python reports/update_readme.py`` (``reports/build.py`` does).
 """
 import json
@@ -40,11 +40,12 @@ def registry_block(datasets=("ml100k", "scientific")) -> str:
 
 
 def notebook_findings(notebook: Path) -> list[str]:
-    """The markdown outputs of the notebook's ``studies.describe_*`` and ``analysis.describe_*``
+    """The markdown outputs of the notebook's ``findings.describe_*`` (before issue 25: ``studies.`` / ``analysis.``)
     cells (what its results say, in numbers)."""
     out = []
     for cell in json.loads(notebook.read_text())["cells"]:
-        if cell["cell_type"] == "code" and re.search(r"\b(studies|analysis)\.describe_", "".join(cell["source"])):
+        source = "".join(cell["source"])
+        if cell["cell_type"] == "code" and re.search(r"\b(findings|studies|analysis)\.describe_", source):
             out += ["".join(o["data"]["text/markdown"]) for o in cell.get("outputs", [])
                     if "text/markdown" in o.get("data", {})]
     return out

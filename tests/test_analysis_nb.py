@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from motor import studies
+from motor import analysis, findings, neighbours, studies
 
 
 def fake_run(item_repr, seed, buckets, test=None):
@@ -24,7 +24,7 @@ def bucket_rows(scale):
 def test_bucket_means_averages_seeds_and_puts_cold_first():
     results = [fake_run("id", 0, bucket_rows(1.0)), fake_run("id", 1, bucket_rows(2.0)),
                fake_run("ms", 0, bucket_rows(3.0))]
-    out = studies.bucket_means(results)
+    out = analysis.bucket_means(results)
     assert out.bucket.tolist() == ["cold (0)", "cold (0)", "0-5", "0-5", ">50", ">50"]
     assert out.item_repr.tolist() == ["id", "ms"] * 3
     row = out[(out.bucket == ">50") & (out.item_repr == "id")].iloc[0]
@@ -36,7 +36,7 @@ def test_test_means_and_mean_std_match_numpy():
     results = [fake_run("id", s, bucket_rows(1), {"recall@10": r, "recall@20": r * 2, "ndcg@10": r / 2,
                                                   "ndcg@20": r, "cold_candidates_recall@20": r / 3})
                for s, r in enumerate([0.1, 0.3, 0.35])]
-    out = studies.test_means(results)
+    out = analysis.test_means(results)
     vals = np.array([0.1, 0.3, 0.35])
     assert out.loc["id", ("recall@20", "mean")] == pytest.approx((2 * vals).mean())
     assert out.loc["id", ("ndcg@20", "std")] == pytest.approx(vals.std(ddof=1))
@@ -55,19 +55,19 @@ def test_ablation_variants_per_modality():
 def test_project_2d_pca_matches_covariance_eigenvectors():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(200, 5)) * np.array([5.0, 3.0, 1.0, 0.5, 0.1])
-    xy = studies.project_2d({"a": x}, "pca")["a"]
+    xy = neighbours.project_2d({"a": x}, "pca")["a"]
     w, v = np.linalg.eigh(np.cov((x - x.mean(0)).T))
     naive = (x - x.mean(0)) @ v[:, ::-1][:, :2]
     assert np.allclose(np.abs(xy), np.abs(naive))  # axes are defined up to sign
     with pytest.raises(ValueError, match="unknown projection"):
-        studies.project_2d({"a": x}, "tsne")
+        neighbours.project_2d({"a": x}, "tsne")
 
 
 def test_shared_tokens_by_neighbours_matches_loops():
     rng = np.random.default_rng(1)
     ids = {"image": rng.integers(0, 3, size=(30, 2)), "text": rng.integers(0, 4, size=(30, 3))}
     vec = {"V": rng.normal(size=(30, 4))}
-    out = studies.shared_tokens_by_neighbours(ids, vec, top=3)
+    out = neighbours.shared_tokens_by_neighbours(ids, vec, top=3)
     codes = np.concatenate([ids["image"], ids["text"]], axis=1)
     unit = vec["V"] / np.linalg.norm(vec["V"], axis=1, keepdims=True)
     total = 0
@@ -82,10 +82,10 @@ def test_shared_tokens_by_neighbours_matches_loops():
 
 
 def test_case_study_rows_follow_shared_token_neighbours(small_synth):
-    from motor.analysis import shared_token_neighbours
+    from motor.neighbours import shared_token_neighbours
 
     ids = {"text": np.random.default_rng(2).integers(0, 5, size=(small_synth.n_items, 3))}
-    cs = studies.case_study(small_synth, ids, n_queries=2, seed=3, top=4)
+    cs = neighbours.case_study(small_synth, ids, n_queries=2, seed=3, top=4)
     assert len(cs) == 2 * 5 and cs.groupby("query").size().eq(5).all()
     q = cs["query"].iloc[0]
     expect = shared_token_neighbours(ids, int(q), top=4)
@@ -108,41 +108,41 @@ def registry_rows():
 
 
 def test_comparison_tables_pivot_and_bold_best():
-    tables = studies.comparison_tables(registry_rows())
-    imp = studies.improvement_pivot(tables["recall"])
+    tables = analysis.comparison_tables(registry_rows())
+    imp = analysis.improvement_pivot(tables["recall"])
     assert imp.loc["bpr", "ms vs id (%)"] == pytest.approx(round(100 * (0.26 / 0.21 - 1), 1))
     assert imp.loc["lightgcn", "ms vs id (%)"] == pytest.approx(round(100 * (0.29 / 0.31 - 1), 1))
-    wide = studies.comparison_wide(tables)
+    wide = analysis.comparison_wide(tables)
     assert wide.loc[("d", "bpr"), ("RECALL@20", "ms")].startswith("0.2600 ± ")
-    style = studies.bold_best(wide).to_html().split("</style>")[0]
+    style = analysis.bold_best(wide).to_html().split("</style>")[0]
     bold = set(re.findall(r"_row(\d+)_col(\d+)", style))
     assert bold == {("1", str(c)) for c in range(4)}  # lightgcn's row holds every column's best mean
 
 
 def test_describe_comparison_counts_wins_and_significance():
-    recall = studies.comparison_tables(registry_rows())["recall"]
+    recall = analysis.comparison_tables(registry_rows())["recall"]
     sig = pd.DataFrame({"item_repr": ["ms"] * 4, "t_pvalue": [0.01, 0.2, 0.03, 0.5],
                         "mean_diff": [0.05, 0.05, -0.02, -0.02]})
-    text = studies.describe_comparison(recall, sig)
+    text = findings.describe_comparison(recall, sig)
     assert "on 1 of 2 backbones (bpr)" in text
     assert "1 of 4 (backbone, seed) pairs significantly better, 1 significantly worse" in text
     assert text._repr_markdown_() == str(text)
 
 
 def test_describe_buckets_and_ablation_and_budget():
-    warm = studies.bucket_means([fake_run("id", 0, bucket_rows(1.0)),
+    warm = analysis.bucket_means([fake_run("id", 0, bucket_rows(1.0)),
                                  fake_run("ms", 0, [dict(r, **{"recall@20": r["recall@20"] * (2 if r["bucket"] == "0-5"
                                                                                               else 0.5)})
                                                     for r in bucket_rows(1.0)])])
-    text = studies.describe_buckets(warm, warm)
+    text = findings.describe_buckets(warm, warm)
     assert "ahead in buckets 0-5; behind in >50" in text and "id 0.0100, ms 0.0050" in text
-    abl = studies.mean_std(pd.DataFrame({"variant": ["original (ID)", "linear", "linear"],
+    abl = analysis.mean_std(pd.DataFrame({"variant": ["original (ID)", "linear", "linear"],
                                          "recall@20": [0.2, 0.4, 0.1]}), "variant", ["recall@20"])
-    assert studies.describe_ablation(abl) == ("Test recall@20, best first: linear 0.2500 (+25.0 % vs ID); "
+    assert findings.describe_ablation(abl) == ("Test recall@20, best first: linear 0.2500 (+25.0 % vs ID); "
                                               "original (ID) 0.2000.")
     budget = pd.DataFrame({"label": ["ID", "D=2", "D=4"], "recall": [0.2, 0.25, 0.24],
                            "item_params / ID table": [1.0, 0.5, 1.1]})
-    text = studies.describe_budget(budget)
+    text = findings.describe_budget(budget)
     assert "Highest test Recall@20: D=2." in text and "D=4: item side 1.10× the ID table" in text
 
 
@@ -152,7 +152,7 @@ def test_describe_tokens_reads_every_table():
     repeats = pd.DataFrame({"a": {"text": 0.25}, "b": {"text": 0.0}})
     dist = pd.DataFrame({"D": [2, 8], "modality": ["text", "text"], "distortion": [0.6, 0.3],
                          "collision_share_all_modalities": [0.4, 0.0]}).set_index(["D", "modality"])
-    text = studies.describe_tokens(stats, repeats, dist)
+    text = findings.describe_tokens(stats, repeats, dist)
     assert "text tokens use 210 of 256 ids" in text and "busiest id holds 12 items" in text
     assert "text 25.0 % with a and 0.0 % with b" in text and "0.600 → 0.300" in text and "from 40.0 % to 0.0 %" in text
 

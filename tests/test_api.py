@@ -132,7 +132,7 @@ def test_notebook_params_writes_back_and_rejects_unknown_names(monkeypatch, tmp_
 
 
 def test_fast_mode_reads_papermill_strings(monkeypatch):
-    from motor.experiment import fast_mode
+    from motor.params import fast_mode
 
     monkeypatch.setenv("MOTOR_FAST", "1")
     assert fast_mode("false") is False and fast_mode("False") is False and fast_mode(None) is True

@@ -99,7 +99,7 @@ def test_compare_goes_through_run_grid(capsys, monkeypatch):
         calls.append([c.run_id() for c in configs])
         return real(configs, *args, **kwargs)
 
-    monkeypatch.setattr(experiment, "run_grid", spy)
+    monkeypatch.setattr(cli, "run_grid", spy)  # the name the CLI calls
     assert cli.main(["compare", "--datasets", "synthetic", "--backbones", "bpr", "--item-reprs", "id", "ms",
                      "--seeds", "0", "--epochs", "1"]) == 0
     expected = [RunConfig(dataset="synthetic", backbone="bpr", item_repr=k, seed=0, epochs=1).run_id()

@@ -3,9 +3,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from motor.analysis import curve_summary, learning_curves
+from motor.analysis import curve_summary
 from motor.experiment import RunResult, run
 from motor.plots import learning_curves_figure
+from motor.studies import learning_curves
 
 
 def _result(run_id: str, item_repr: str, loss, valid, best_epoch: int, train=None) -> RunResult:

@@ -253,7 +253,7 @@ def test_tokenize_disambiguate_feeds_the_token_representation(small_synth):
 
 
 def test_item_vector_spread_against_naive_pairs():
-    from motor.analysis import item_vector_spread
+    from motor.diagnostics import item_vector_spread
 
     v = np.random.default_rng(0).normal(size=(40, 5)) + 0.3
     unit = v / np.linalg.norm(v, axis=1, keepdims=True)
@@ -266,7 +266,7 @@ def test_item_vector_spread_against_naive_pairs():
 
 
 def test_diagnostic_callbacks_fill_the_history(small_synth):
-    from motor.analysis import item_vector_spread, model_item_vectors, spread_callback, train_recall_callback
+    from motor.diagnostics import item_vector_spread, model_item_vectors, spread_callback, train_recall_callback
     from motor.evaluate import metrics_from_topk
 
     model = LightGCN(small_synth, build_item_repr("id", small_synth.n_items, 16), dim=16)
@@ -288,8 +288,8 @@ def test_diagnostic_callbacks_fill_the_history(small_synth):
 
 
 def test_mgcn_gate_stats(small_synth):
-    from motor.analysis import mgcn_gate_stats
     from motor.backbones.features import project
+    from motor.diagnostics import mgcn_gate_stats
 
     torch.manual_seed(0)
     model = MGCN(small_synth, build_item_repr("id", small_synth.n_items, 16), dim=16)
@@ -311,8 +311,9 @@ def test_mgcn_gate_stats(small_synth):
 
 
 def test_sparsity_sweep_summary_crossover_and_figure():
-    from motor.analysis import sparsity_crossover, sparsity_summary, sparsity_sweep
+    from motor.analysis import sparsity_crossover, sparsity_summary
     from motor.plots import sparsity_figure
+    from motor.studies import sparsity_sweep
 
     sweep = sparsity_sweep("synthetic", backbones=("bpr",), keeps=(1.0, 0.5), seeds=(0, 1), epochs=1, n_tokens=2)
     assert len(sweep) == 4 and set(sweep.keep) == {1.0, 0.5}
@@ -374,7 +375,8 @@ def test_cold_start_protocols_table_remakes_runs_saved_without_them():
     import json
 
     from motor import runs
-    from motor.analysis import cold_start_protocols, describe_cold_protocols
+    from motor.findings import describe_cold_protocols
+    from motor.studies import cold_start_protocols
 
     kw = dict(epochs=1, n_tokens=2)
     first = run(dataset="synthetic", split="cold_item", backbone="bpr", item_repr="id", seed=0, progress=False, **kw)

@@ -11,6 +11,7 @@ from motor.tokenizer import (
     collisions,
     fit_tokenizer,
     items_per_token,
+    n_centroids_of,
     same_id_every_position,
     token_stats,
     tokenize,
@@ -166,3 +167,10 @@ def test_faiss_threads_sleep_and_torch_keeps_the_callers_wait_policy(policy):
     seen, idle_cpu = out.stdout.split()
     assert seen == str(policy)  # what torch's runtime will read when it loads
     assert float(idle_cpu) < 0.15  # a spinning faiss worker would burn about 0.5 s of CPU in the 0.5 s sleep
+
+
+@pytest.mark.parametrize("max_id, k", [(1, 2), (3, 4), (4, 8), (127, 128), (128, 256), (255, 256)])
+def test_n_centroids_of_holds_the_largest_id(max_id, k):
+    """The effective K is the smallest power of two above the largest id: a largest id that is itself a power of
+    two (4, 128) needs the next one up (a K equal to it would have no row for that id)."""
+    assert n_centroids_of({"text": np.array([[0, max_id]]), "image": np.array([[1, 0]])}) == k

@@ -131,3 +131,17 @@ def test_spmm_matches_dense_in_value_and_gradient():
     dense = a.to_dense()
     torch.testing.assert_close(y, dense @ x)
     torch.testing.assert_close(x.grad, dense.T @ torch.arange(90.0).view(30, 3))
+
+
+def test_negatives_are_uniform_over_the_non_positives():
+    """Chi-square over many draws for one user: every item that is not a positive is equally likely (an
+    off-by-one that never draws the last item fails here; "never a positive" alone does not see it)."""
+    from scipy import stats
+
+    n_items, positives = 12, [0, 5]
+    keys = np.sort(np.asarray(positives, dtype=np.int64))  # user 0: key = 0 * n_items + item
+    neg = sample_negatives(np.zeros(60_000, dtype=np.int64), n_items, keys, np.random.default_rng(0))
+    counts = np.bincount(neg, minlength=n_items)
+    allowed = np.setdiff1d(np.arange(n_items), positives)
+    assert counts[positives].sum() == 0 and (counts[allowed] > 0).all()
+    assert stats.chisquare(counts[allowed]).pvalue > 1e-3

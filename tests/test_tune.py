@@ -1,7 +1,7 @@
 """motor.tune: search spaces, trials through Ray Tune saved in the registry, selection on valid only."""
+import importlib
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +16,9 @@ from motor.tune import COMPLETE, default_space, grid_points, plan, shutdown, tun
 
 from .conftest import SHARED, real
 
-tune_module = sys.modules["motor.tune"]  # ``motor.tune`` is the function
+# ``motor.tune`` is the function and ``motor.tune.plan`` the plan function: the modules by their import names
+tune_plan = importlib.import_module("motor.tune.plan")
+tune_ray = importlib.import_module("motor.tune.ray")
 
 ISSUE_SPACE = {"n_tokens": [2, 4], "reg_weight": [1e-2, 1e-4]}
 MMREC_GRID_SIZES = {"bpr": 7, "lightgcn": 20, "layergcn": 12, "vbpr": 7, "grcn": 25, "slmrec": 80, "bm3": 8,
@@ -127,7 +129,7 @@ def test_second_call_trains_nothing(issue_search, monkeypatch):
     def no_launch(*args, **kwargs):
         raise AssertionError("a trial was launched although every run is saved")
 
-    monkeypatch.setattr(tune_module, "_launch", no_launch)  # Ray is not even reached
+    monkeypatch.setattr(tune_ray, "_launch", no_launch)  # Ray is not even reached
     again, sel_again = tune("scientific", "lightgcn", "ms", space=ISSUE_SPACE, epochs=3, num_cpus=2)
     assert set(again.status) == {"reused"}
     assert list(again.run_id) == list(trials.run_id)
@@ -149,8 +151,8 @@ def test_selection_reads_valid_only(issue_search, monkeypatch, tmp_path):
         meta["test"] = {k: 1.0 - v if k != "n_users" else v for k, v in meta["test"].items()}
         path.write_text(json.dumps(meta))
     read = []
-    real_read = tune_module._test_metrics
-    monkeypatch.setattr(tune_module, "_test_metrics", lambda rid: read.append(rid) or real_read(rid))
+    real_read = tune_plan._test_metrics
+    monkeypatch.setattr(tune_plan, "_test_metrics", lambda rid: read.append(rid) or real_read(rid))
     _, sel = tune("scientific", "lightgcn", "ms", space=ISSUE_SPACE, epochs=3)
     assert sel.run_ids.iloc[0] == selected.run_ids.iloc[0]
     assert read == list(selected.run_ids.iloc[0])
@@ -220,7 +222,7 @@ def test_asha_stops_bad_trials_and_does_not_save_them(ray_session, tmp_path, mon
     assert selected.hyper_parameters.iloc[0] == "lr=0.01"
     # a re-launch of the same search trains nothing: finished trials are runs, stopped ones are recorded
     launched = []
-    monkeypatch.setattr(tune_module, "_launch", lambda todo, **k: launched.append(todo) or {})
+    monkeypatch.setattr(tune_ray, "_launch", lambda todo, **k: launched.append(todo) or {})
     again, selected_again = tune("scientific", "bpr", "id", space=space, epochs=6, budget="asha", num_cpus=2,
                                  asha={"grace_period": 2, "reduction_factor": 2})
     assert launched == []
@@ -237,7 +239,7 @@ def test_asha_stops_bad_trials_and_does_not_save_them(ray_session, tmp_path, mon
 def test_cli_tune_prints_the_selection(issue_search, monkeypatch, capsys):
     (trials, selected), root = issue_search
     monkeypatch.setenv("MOTOR_RUNS", str(root))
-    monkeypatch.setattr(tune_module, "_launch", lambda *a, **k: pytest.fail("launched"))
+    monkeypatch.setattr(tune_ray, "_launch", lambda *a, **k: pytest.fail("launched"))
     from motor.cli import main
 
     rc = main(["tune", "--dataset", "scientific", "--backbone", "lightgcn", "--item-repr", "ms",
@@ -297,8 +299,8 @@ def small_synth_folder(tmp_path, monkeypatch, small_synth):
 
 
 def test_tune_seeds_and_progress_helpers():
-    assert tune_module._hms(75) == "1m15s" and tune_module._hms(3700) == "1h01m"
-    assert tune_module._hms(float("nan")) == "?"
+    assert tune_ray._hms(75) == "1m15s" and tune_ray._hms(3700) == "1h01m"
+    assert tune_ray._hms(float("nan")) == "?"
     empty = pd.DataFrame({"dataset": ["x"], "backbone": ["bpr"], "item_repr": ["id"], "run_ids": [()],
                           "hyper_parameters": [None], "point": [0], "params": [{}], "config": [None]})
     out = tune_seeds(empty, seeds=(0, 1), progress=False)  # nothing selected: nothing to repeat, nothing launched
@@ -311,7 +313,7 @@ def test_progress_lines_one_per_trial_in_small_searches_and_sparse_in_large_ones
     most every ``every`` seconds, so a 300-trial search does not print 300 lines into a notebook."""
     from types import SimpleNamespace
 
-    from motor.tune import _ProgressLines
+    _ProgressLines = tune_ray._ProgressLines
 
     def finish(total: int, valid) -> list[str]:
         payload = [{"label": f"t{i}"} for i in range(total)]

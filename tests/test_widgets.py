@@ -1,6 +1,6 @@
 import numpy as np
 
-from motor.analysis import search_items, shared_token_neighbours, vector_neighbours
+from motor.neighbours import search_items, shared_token_neighbours, vector_neighbours
 from motor.widgets import TokenExplorer
 
 
