@@ -163,18 +163,38 @@ def paired_test(run_a: str, run_b: str, metric: str = "recall@20") -> dict:
 
 
 def paired_frames_test(a: pd.DataFrame, b: pd.DataFrame, metric: str = "recall@20") -> dict:
-    """:func:`paired_test` on two per-user frames (columns ``user`` and ``metric``), matched by user."""
+    """:func:`paired_test` on two per-user frames (columns ``user`` and ``metric``), matched by user: mean difference
+    (b - a) with its 95 % t interval (``ci_low``, ``ci_high``), paired t-test and Wilcoxon signed-rank p-values."""
     m = a[["user", metric]].merge(b[["user", metric]], on="user", suffixes=("_a", "_b"))
     diff = m[f"{metric}_b"] - m[f"{metric}_a"]
     out = {"n_users": len(m), "mean_a": m[f"{metric}_a"].mean(), "mean_b": m[f"{metric}_b"].mean(),
            "mean_diff": diff.mean()}
+    half = (stats.t.ppf(0.975, len(m) - 1) * diff.std(ddof=1) / np.sqrt(len(m))) if len(m) > 1 else np.nan
+    out["ci_low"], out["ci_high"] = out["mean_diff"] - half, out["mean_diff"] + half
     out["t_pvalue"] = float(stats.ttest_rel(m[f"{metric}_b"], m[f"{metric}_a"]).pvalue) if diff.any() else 1.0
     out["wilcoxon_pvalue"] = float(stats.wilcoxon(diff[diff != 0]).pvalue) if (diff != 0).sum() > 0 else 1.0
     return out
 
 
-def significance_table(df: pd.DataFrame, metric: str = "recall@20", baseline: str = "id") -> pd.DataFrame:
-    """For every (dataset, backbone, seed, item_repr != baseline): paired test against the baseline run."""
+def holm(pvalues) -> np.ndarray:
+    """Holm-Bonferroni adjusted p-values (same order as given): the i-th smallest of m p-values is multiplied by
+    m - i (i from 0), made non-decreasing in that order and capped at 1. Rejecting where the adjusted value is below
+    alpha keeps the family-wise error rate at alpha over all m comparisons. NaNs stay NaN and do not count."""
+    p = np.asarray(pvalues, dtype=float)
+    out = np.full(p.shape, np.nan)
+    ok = np.flatnonzero(~np.isnan(p))
+    order = ok[np.argsort(p[ok], kind="stable")]
+    m = len(order)
+    adjusted = np.minimum(1.0, np.maximum.accumulate(p[order] * (m - np.arange(m)))) if m else np.zeros(0)
+    out[order] = adjusted
+    return out
+
+
+def significance_table(df: pd.DataFrame, metric: str = "recall@20", baseline: str = "id",
+                       alpha: float = 0.05) -> pd.DataFrame:
+    """For every (dataset, backbone, seed, item_repr != baseline): paired test against the baseline run
+    (:func:`paired_frames_test`), with ``p_holm``, the t-test p-value Holm-corrected over all the table's
+    comparisons, and ``significant`` (``p_holm < alpha``)."""
     ids = df.drop_duplicates("run_id")[["run_id", "dataset", "split", "backbone", "item_repr", "modalities",
                                         "n_tokens", "seed"]]
     rows = []
@@ -185,7 +205,11 @@ def significance_table(df: pd.DataFrame, metric: str = "recall@20", baseline: st
         for rec in g[g.item_repr != baseline].itertuples():
             res = paired_test(base.run_id.iloc[0], rec.run_id, metric)
             rows.append({"dataset": ds, "backbone": bb, "seed": seed, "item_repr": rec.item_repr, **res})
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows)
+    if len(out):
+        out["p_holm"] = holm(out.t_pvalue)
+        out["significant"] = out.p_holm < alpha
+    return out
 
 
 # ------------------------------------------------------------------------------------------------------ sparsity
@@ -194,9 +218,12 @@ def significance_table(df: pd.DataFrame, metric: str = "recall@20", baseline: st
 def sparsity_summary(sweep: pd.DataFrame, item_repr: str = "ms", baseline: str = "id",
                      metric: str = "recall@20", alpha: float = 0.05) -> pd.DataFrame:
     """Per (keep, backbone): mean metric of both over seeds, improvement of the means in %, seeds, seeds with a
-    significant gain / loss (per-seed t-test, ``alpha``), and one paired t-test over test users of the seed-averaged
-    per-user metric (the split is fixed across seeds, so every seed evaluates the same users)."""
+    significant gain / loss (per-seed t-tests, Holm-corrected over every seed's test in ``sweep``, ``alpha``), and
+    one paired t-test over test users of the seed-averaged per-user metric (the split is fixed across seeds, so
+    every seed evaluates the same users): ``mean_diff`` with its 95 % interval, ``t_pvalue``, ``p_holm`` (corrected
+    over the summary's rows) and ``significant`` (``p_holm < alpha``)."""
     rows = []
+    sweep = sweep.assign(p_holm=holm(sweep.t_pvalue)) if len(sweep) else sweep
     for (keep, bb), g in sweep.groupby(["keep", "backbone"], sort=False):
         a = pd.concat([runs.read(r)["per_user"][["user", metric]] for r in g.run_baseline])
         b = pd.concat([runs.read(r)["per_user"][["user", metric]] for r in g.run_repr])
@@ -207,10 +234,14 @@ def sparsity_summary(sweep: pd.DataFrame, item_repr: str = "ms", baseline: str =
                      baseline: g[baseline].mean(), item_repr: g[item_repr].mean(),
                      "mean_diff": g[item_repr].mean() - g[baseline].mean(),
                      "improvement_%": improvement(g[item_repr].mean(), g[baseline].mean()),
-                     "seeds": len(g), "seeds_sig_gain": int(((g.t_pvalue < alpha) & gain).sum()),
-                     "seeds_sig_loss": int(((g.t_pvalue < alpha) & ~gain).sum()), "t_pvalue": pooled["t_pvalue"],
-                     "significant": pooled["t_pvalue"] < alpha})
-    return pd.DataFrame(rows)
+                     "ci_low": pooled["ci_low"], "ci_high": pooled["ci_high"],
+                     "seeds": len(g), "seeds_sig_gain": int(((g.p_holm < alpha) & gain).sum()),
+                     "seeds_sig_loss": int(((g.p_holm < alpha) & ~gain).sum()), "t_pvalue": pooled["t_pvalue"]})
+    out = pd.DataFrame(rows)
+    if len(out):
+        out["p_holm"] = holm(out.t_pvalue)
+        out["significant"] = out.p_holm < alpha
+    return out
 
 
 def sparsity_crossover(summary: pd.DataFrame) -> pd.DataFrame:
@@ -256,13 +287,14 @@ def _change(row) -> str:
 
 
 def tuned_table(df: pd.DataFrame, selected: pd.DataFrame, metric: str = "recall", k: int = 20,
-                baseline: str = "id") -> pd.DataFrame:
+                baseline: str = "id", alpha: float = 0.05) -> pd.DataFrame:
     """The tuned comparison (paper section 4.4): per (dataset, backbone, item_repr) of ``selected`` (what
     :func:`motor.tune.tune` / :func:`motor.tune.tune_seeds` return: the valid-selected configuration, its
     ``hyper_parameters`` and the ``run_ids`` of its seeds), the test ``metric@k`` of those runs in the registry
     rows ``df`` as mean, std and count; ``improvement_%`` over ``baseline``'s selected configuration; and a paired
-    t-test over test users per seed against the baseline run of the same seed: ``p_values`` (one per paired seed)
-    and ``significant`` (how many are < 0.05)."""
+    t-test over test users per seed against the baseline run of the same seed: ``p_values`` (one per paired seed),
+    ``p_holm`` (the same, Holm-corrected over every paired seed of the table) and ``significant`` (how many
+    corrected values are < ``alpha``)."""
     values = metric_frame(df, metric, k)
     value, seed_of = dict(zip(values.run_id, values.value)), dict(zip(values.run_id, values.seed))
     rows = []
@@ -283,15 +315,18 @@ def tuned_table(df: pd.DataFrame, selected: pd.DataFrame, metric: str = "recall"
                            for i in r.run_ids if seed_of[i] in by_seed))
     t["improvement_%"] = imp
     t["p_values"] = pvals
-    t["significant"] = [sum(p < 0.05 for p in ps) for ps in pvals]
+    flat = holm([p for ps in pvals for p in ps])  # one family: every paired seed of the table
+    ends = np.cumsum([0] + [len(ps) for ps in pvals])
+    t["p_holm"] = [tuple(flat[a:b]) for a, b in zip(ends[:-1], ends[1:])]
+    t["significant"] = [sum(p < alpha for p in ps) for ps in t["p_holm"]]
     t["metric"] = f"{metric}@{k}"
     return t
 
 
 def tuned_report(df: pd.DataFrame, selected: pd.DataFrame, k: int = 20, baseline: str = "id") -> pd.DataFrame:
     """One display table of the tuned comparison: rows (dataset, backbone, item_repr); test Recall@k and NDCG@k
-    as 'mean ± std', seeds, Recall improvement % over ``baseline``, significant seeds of the paired test (p < 0.05
-    / paired seeds) and the selected hyper-parameters."""
+    as 'mean ± std', seeds, Recall improvement % over ``baseline``, significant seeds of the paired test after Holm
+    correction over the table (adjusted p < 0.05 / paired seeds) and the selected hyper-parameters."""
     rec, ndcg = tuned_table(df, selected, "recall", k, baseline), tuned_table(df, selected, "ndcg", k, baseline)
 
     out = pd.DataFrame({
@@ -301,7 +336,7 @@ def tuned_report(df: pd.DataFrame, selected: pd.DataFrame, k: int = 20, baseline
         "seeds": rec["count"],
         f"Recall vs {baseline} (%)": [np.nan if r == baseline else round(v, 1)
                                       for r, v in zip(rec.item_repr, rec["improvement_%"])],
-        "significant seeds": ["—" if r == baseline else f"{s}/{len(p)}"
+        "significant seeds (Holm)": ["—" if r == baseline else f"{s}/{len(p)}"
                               for r, s, p in zip(rec.item_repr, rec.significant, rec.p_values)],
         "hyper-parameters": rec.hyper_parameters.fillna("(none finished)").replace("", "(defaults)"),
     })

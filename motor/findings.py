@@ -70,7 +70,8 @@ def describe_run(result) -> Finding:
 def describe_comparison(recall: pd.DataFrame, significance: pd.DataFrame | None = None,
                         alpha: float = 0.05, baseline: str = "id") -> Finding:
     """03: per item_repr, on how many backbones its mean beats the ID model's, the largest gain and loss, and how
-    many (backbone, seed) paired tests are significant either way."""
+    many (backbone, seed) paired tests are significant either way after Holm correction over the table
+    (``significance``: :func:`motor.analysis.significance_table`), with the largest gain's 95 % interval."""
     out = []
     for kind, g in recall[recall.item_repr != baseline].groupby("item_repr", sort=False):
         g = g.dropna(subset=["improvement_%"])
@@ -84,10 +85,16 @@ def describe_comparison(recall: pd.DataFrame, significance: pd.DataFrame | None 
              f"{best['improvement_%']:+.1f} %.")
         if significance is not None and len(significance):
             t = significance[significance.item_repr == kind]
-            up = int(((t.t_pvalue < alpha) & (t.mean_diff > 0)).sum())
-            down = int(((t.t_pvalue < alpha) & (t.mean_diff < 0)).sum())
-            s += (f" Paired t-tests over test users (p < {alpha}): {up} of {len(t)} (backbone, seed) pairs "
+            p = t.p_holm if "p_holm" in t else t.t_pvalue
+            up = int(((p < alpha) & (t.mean_diff > 0)).sum())
+            down = int(((p < alpha) & (t.mean_diff < 0)).sum())
+            s += (f" Paired t-tests over test users, after Holm correction over all {len(significance)} "
+                  f"comparisons of the table (adjusted p < {alpha}): {up} of {len(t)} (backbone, seed) pairs "
                   f"significantly better, {down} significantly worse.")
+            if "ci_low" in t and len(t):
+                top = t.loc[t.mean_diff.idxmax()]
+                s += (f" The largest per-seed difference ({top.backbone}, seed {top.seed}) is "
+                      f"{top.mean_diff:+.4f} Recall@20 (95 % interval {top.ci_low:+.4f} to {top.ci_high:+.4f}).")
         out.append(s)
     return Finding(" ".join(out) if out else f"No runs to compare with {baseline}.")
 
@@ -164,6 +171,7 @@ def describe_sparsity(summary: pd.DataFrame, crossover: pd.DataFrame) -> Finding
         g = summary[summary.backbone == r.backbone]
         sig_up = int((g.significant & (g.mean_diff > 0)).sum())
         sig_down = int((g.significant & (g.mean_diff < 0)).sum())
-        lines.append(f"- {r.statement} Significant (paired t-test over test users, p < 0.05): "
+        lines.append(f"- {r.statement} Significant after Holm correction over the {len(summary)} densities x "
+                     f"backbones of the table (paired t-test over test users, adjusted p < 0.05): "
                      f"{sig_up} of {len(g)} densities better, {sig_down} worse.")
     return Finding("\n".join(lines) if lines else "No runs.")

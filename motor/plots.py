@@ -153,7 +153,7 @@ def sparsity_figure(summary: pd.DataFrame, item_repr: str = "ms", baseline: str 
                     metric: str = "Recall@20") -> go.Figure:
     """MOTOR-vs-ID improvement against data density (``analysis.sparsity_summary``): left x = interactions per user,
     right x = interactions per item (log scales), one line per backbone; filled markers: the paired test over test
-    users is significant, open: not."""
+    users is significant after Holm correction (``p_holm``), open: not."""
     fig = make_subplots(rows=1, cols=2, shared_yaxes=True,
                         subplot_titles=["vs interactions per user", "vs interactions per item"])
     palette = px.colors.qualitative.D3
@@ -161,8 +161,9 @@ def sparsity_figure(summary: pd.DataFrame, item_repr: str = "ms", baseline: str 
         g = g.sort_values("per_user")
         colour = palette[n % len(palette)]
         symbols = ["circle" if s else "circle-open" for s in g.significant]
-        hover = [f"{bb}, keep {k:g}: {imp:+.1f} % (p = {p:.2g})"
-                 for k, imp, p in zip(g.keep, g["improvement_%"], g.t_pvalue)]
+        p_col = g.p_holm if "p_holm" in g else g.t_pvalue
+        hover = [f"{bb}, keep {k:g}: {imp:+.1f} % (Holm-adjusted p = {p:.2g})"
+                 for k, imp, p in zip(g.keep, g["improvement_%"], p_col)]
         for col, x in ((1, "per_user"), (2, "per_item")):
             fig.add_trace(go.Scatter(x=g[x], y=g["improvement_%"], mode="lines+markers", name=bb, legendgroup=bb,
                                      showlegend=col == 1, line=dict(color=colour),

@@ -1,0 +1,35 @@
+"""Statistics of motor.analysis: Holm correction and paired intervals."""
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from motor.analysis import holm, paired_frames_test
+
+
+def test_holm_by_hand():
+    # sorted: 0.005 x 4 = 0.02, 0.01 x 3 = 0.03, 0.03 x 2 = 0.06, 0.04 x 1 = 0.04 -> non-decreasing: 0.06
+    np.testing.assert_allclose(holm([0.01, 0.04, 0.03, 0.005]), [0.03, 0.06, 0.06, 0.02])
+    np.testing.assert_allclose(holm([0.5, 0.9]), [1.0, 1.0])  # capped at 1
+    out = holm([0.01, np.nan, 0.02])  # NaN stays NaN and is not counted: m = 2
+    assert np.isnan(out[1]) and out[0] == pytest.approx(0.02) and out[2] == pytest.approx(0.02)
+    assert holm([]).shape == (0,)
+
+
+def test_holm_controls_the_family_wise_error_under_the_null():
+    rng = np.random.default_rng(0)
+    p = rng.uniform(size=(4000, 27))  # 27 true null hypotheses per table, as in 03
+    raw = (p < 0.05).any(axis=1).mean()
+    corrected = (np.apply_along_axis(holm, 1, p) < 0.05).any(axis=1).mean()
+    assert raw > 0.7 and corrected <= 0.06
+
+
+def test_paired_interval_matches_the_t_interval():
+    rng = np.random.default_rng(1)
+    a = pd.DataFrame({"user": np.arange(50), "recall@20": rng.uniform(size=50)})
+    b = pd.DataFrame({"user": np.arange(50)[::-1], "recall@20": rng.uniform(size=50)})  # matched by user, any order
+    out = paired_frames_test(a, b)
+    m = a.merge(b, on="user", suffixes=("_a", "_b"))
+    ci = stats.ttest_rel(m["recall@20_b"], m["recall@20_a"]).confidence_interval(0.95)
+    assert out["ci_low"] == pytest.approx(ci.low) and out["ci_high"] == pytest.approx(ci.high)
+    assert out["ci_low"] < out["mean_diff"] < out["ci_high"]
