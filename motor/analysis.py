@@ -283,6 +283,45 @@ def _change(row) -> str:
     return f"{row['mean_diff']:+.4f} (baseline 0)"
 
 
+# -------------------------------------------------------------------------------------------- where hits land
+
+
+def hit_profiles(df: pd.DataFrame, dataset: str, backbone: str, item_reprs=("id", "ms")) -> pd.DataFrame:
+    """Mean over seeds of the saved test hit profiles (:func:`motor.evaluate.hit_profile`) of the main runs of
+    (``dataset``, ``backbone``) for ``item_reprs``: columns item_repr, bucket, position, hits (expected hits per
+    user at that rank position), seeds. Runs saved before hit profiles existed are left out."""
+    ids = main_runs(df)
+    ids = ids[(ids.dataset == dataset) & (ids.backbone == backbone) & ids.item_repr.isin(item_reprs)]
+    frames = []
+    for rid, kind in ids.drop_duplicates("run_id")[["run_id", "item_repr"]].itertuples(index=False):
+        prof = runs.read(rid).get("hit_profile")
+        if prof is not None and len(prof):
+            frames.append(prof.assign(item_repr=kind, run_id=rid))
+    if not frames:
+        return pd.DataFrame(columns=["item_repr", "bucket", "position", "hits", "seeds"])
+    allp = pd.concat(frames, ignore_index=True)
+    out = allp.groupby(["item_repr", "bucket", "position"], sort=False).agg(
+        hits=("hits", "mean"), seeds=("run_id", "nunique")).reset_index()
+    return out
+
+
+def hit_position_summary(profiles: pd.DataFrame, split_at: int = 10) -> pd.DataFrame:
+    """Per (item_repr, bucket) of :func:`hit_profiles`: hits per user in the first ``split_at`` positions and in
+    the rest, and the DCG those hits earn (binary gains, 1/log2(position + 2)), so Recall and NDCG differences can
+    be traced to where in the list they arise."""
+    if profiles.empty:
+        return pd.DataFrame(columns=["item_repr", "bucket", "hits", "dcg"])
+    p = profiles.copy()
+    p["dcg"] = p.hits / np.log2(p.position + 2)
+    p["part"] = np.where(p.position < split_at, f"1-{split_at}", f"{split_at + 1}-{int(p.position.max()) + 1}")
+    t = p.pivot_table(index=["item_repr", "bucket"], columns="part", values=["hits", "dcg"], aggfunc="sum",
+                      sort=False)
+    t.columns = [f"{a} {b}" for a, b in t.columns]
+    t["hits"] = t[[c for c in t.columns if c.startswith("hits")]].sum(axis=1)
+    t["dcg"] = t[[c for c in t.columns if c.startswith("dcg ")]].sum(axis=1)
+    return t.reset_index()
+
+
 # ---------------------------------------------------------------------------------------------- tuned comparison
 
 

@@ -175,3 +175,24 @@ def describe_sparsity(summary: pd.DataFrame, crossover: pd.DataFrame) -> Finding
                      f"backbones of the table (paired t-test over test users, adjusted p < 0.05): "
                      f"{sig_up} of {len(g)} densities better, {sig_down} worse.")
     return Finding("\n".join(lines) if lines else "No runs.")
+
+
+def describe_hit_positions(summary: pd.DataFrame, baseline: str = "id", split_at: int = 10) -> Finding:
+    """03: for each item representation, how its hits per user in the top and bottom part of the list differ from
+    ``baseline``'s (``analysis.hit_position_summary``), and which popularity buckets carry the difference."""
+    if summary.empty or baseline not in set(summary.item_repr):
+        return Finding("No hit profiles saved for these runs (runs saved before hit profiles existed).")
+    s = summary.set_index(["item_repr", "bucket"])
+    top, rest = [c for c in summary.columns if c.startswith("hits ")]
+    out = []
+    for kind in [k for k in summary.item_repr.unique() if k != baseline]:
+        a, b = s.loc[(kind, "all")], s.loc[(baseline, "all")]
+        d_top, d_rest, d_dcg = a[top] - b[top], a[rest] - b[rest], a["dcg"] - b["dcg"]
+        per_bucket = (s.loc[kind].hits - s.loc[baseline].hits).drop("all", errors="ignore")
+        gain_b, loss_b = per_bucket.idxmax(), per_bucket.idxmin()
+        out.append(f"**{kind}** vs {baseline}: {d_top:+.4f} hits per user at ranks {top.split()[1]} and "
+                   f"{d_rest:+.4f} at ranks {rest.split()[1]} (DCG per user {d_dcg:+.4f}). By the held-out item's "
+                   f"popularity, the largest gain is on items with {gain_b} train interactions "
+                   f"({per_bucket[gain_b]:+.4f} hits per user) and the largest loss on {loss_b} "
+                   f"({per_bucket[loss_b]:+.4f}).")
+    return Finding(" ".join(out))

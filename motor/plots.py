@@ -216,3 +216,32 @@ def learning_curves_figure(curves: pd.DataFrame, title: str = "Learning curves")
     fig.update_yaxes(type="log", row=1, col=1)
     fig.update_layout(title=title, legend_title_text="item representation", template="plotly_white")
     return fig
+
+
+def hit_position_figure(profiles: pd.DataFrame, baseline: str = "id", title: str | None = None) -> go.Figure:
+    """Where the test hits land (``analysis.hit_profiles``): left, expected hits per user at each rank position
+    (all items) per item representation; right, each representation's difference to ``baseline`` per position,
+    stacked by the held-out item's popularity bucket (train interactions)."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=["hits per user at each rank (all items)",
+                                                        f"difference to {baseline}, by item popularity"])
+    colours = item_repr_colors(profiles.item_repr.unique())
+    allp = profiles[profiles.bucket == "all"]
+    for kind, g in allp.groupby("item_repr", sort=False):
+        fig.add_trace(go.Scatter(x=g.position + 1, y=g.hits, mode="lines+markers", name=kind,
+                                 line=dict(color=colours.get(kind))), row=1, col=1)
+    base = profiles[profiles.item_repr == baseline].set_index(["bucket", "position"]).hits
+    palette = px.colors.sequential.Viridis
+    buckets = [b for b in profiles.bucket.unique() if b != "all"]
+    for kind in [k for k in profiles.item_repr.unique() if k != baseline]:
+        g = profiles[(profiles.item_repr == kind) & (profiles.bucket != "all")].set_index(["bucket", "position"])
+        for n, b in enumerate(buckets):
+            if b not in g.index.get_level_values(0):
+                continue
+            d = g.loc[b].hits - base.loc[b].reindex(g.loc[b].index).fillna(0)
+            fig.add_trace(go.Bar(x=d.index + 1, y=d.values, name=f"{kind} − {baseline}: {b}",
+                                 marker_color=palette[int(n * (len(palette) - 1) / max(len(buckets) - 1, 1))]),
+                          row=1, col=2)
+    fig.update_layout(barmode="relative", title=title or "Where the test hits land", height=420)
+    fig.update_xaxes(title_text="rank position")
+    fig.update_yaxes(title_text="expected hits per user", row=1, col=1)
+    return fig

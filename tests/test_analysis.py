@@ -33,3 +33,19 @@ def test_paired_interval_matches_the_t_interval():
     ci = stats.ttest_rel(m["recall@20_b"], m["recall@20_a"]).confidence_interval(0.95)
     assert out["ci_low"] == pytest.approx(ci.low) and out["ci_high"] == pytest.approx(ci.high)
     assert out["ci_low"] < out["mean_diff"] < out["ci_high"]
+
+
+def test_hit_position_summary_splits_hits_and_dcg_by_rank():
+    from motor.analysis import hit_position_summary
+    from motor.findings import describe_hit_positions
+
+    rows = []
+    for kind, hits in (("id", [1.0, 0, 0, 0]), ("ms", [0.5, 0, 0, 1.0])):  # ms: half a hit moved from rank 1 to 4
+        for bucket, scale in (("all", 1.0), ("0-5", 0.25), (">50", 0.75)):
+            rows += [{"item_repr": kind, "bucket": bucket, "position": p, "hits": h * scale}
+                     for p, h in enumerate(hits)]
+    s = hit_position_summary(pd.DataFrame(rows), split_at=2).set_index(["item_repr", "bucket"])
+    assert s.loc[("id", "all"), "hits 1-2"] == 1.0 and s.loc[("ms", "all"), "hits 3-4"] == 1.0
+    assert s.loc[("ms", "all"), "dcg"] == pytest.approx(0.5 + 1 / np.log2(5))
+    text = describe_hit_positions(s.reset_index())
+    assert "-0.5000 hits per user at ranks 1-2" in text and "+1.0000 at ranks 3-4" in text
