@@ -283,6 +283,23 @@ def _change(row) -> str:
     return f"{row['mean_diff']:+.4f} (baseline 0)"
 
 
+# ---------------------------------------------------------------------------------------------------------- ties
+
+
+def tie_table(df: pd.DataFrame, k: int = 20) -> pd.DataFrame:
+    """Per (dataset, backbone, item_repr) of the registry rows ``df``: runs, runs evaluated tie-aware, the mean share
+    of test users with a tie across the K-th position (``tie_share@K``, tie-aware runs only) and the mean share of
+    items whose whole token code is another item's too (token runs)."""
+    one = df.drop_duplicates("run_id")
+    out = one.groupby(["dataset", "backbone", "item_repr"]).agg(
+        runs=("run_id", "nunique"), tie_aware=("ties", lambda t: int((t == "expected").sum()))).reset_index()
+    for name, sel in ((f"tie_share@{k}", (df.metric == "tie_share") & (df.k == k) & (df.eval_split == "test")),
+                      ("shared_code_fraction", df.metric == "params_shared_code_fraction")):
+        m = df[sel].drop_duplicates("run_id").groupby(["dataset", "backbone", "item_repr"]).value.mean()
+        out = out.merge(m.rename(name).reset_index(), on=["dataset", "backbone", "item_repr"], how="left")
+    return out
+
+
 # -------------------------------------------------------------------------------------------- where hits land
 
 

@@ -196,3 +196,26 @@ def describe_hit_positions(summary: pd.DataFrame, baseline: str = "id", split_at
                    f"({per_bucket[gain_b]:+.4f} hits per user) and the largest loss on {loss_b} "
                    f"({per_bucket[loss_b]:+.4f}).")
     return Finding(" ".join(out))
+
+
+def describe_ties(ties: pd.DataFrame, k: int = 20) -> Finding:
+    """03: how many runs were evaluated with tie-aware metrics, and where ties at the cut-off are common
+    (``analysis.tie_table``)."""
+    if ties.empty:
+        return Finding("No runs.")
+    n, aware = int(ties.runs.sum()), int(ties.tie_aware.sum())
+    text = (f"{aware} of {n} runs were evaluated with tie-aware metrics (expected values over random orders of tied "
+            "scores).")
+    old = ties[ties.tie_aware < ties.runs]
+    if len(old):
+        text += (f" {n - aware} were saved before and rank tied items by the lower item id "
+                 f"({_and(sorted(set(old.backbone)))}); re-train them to update them.")
+    col = f"tie_share@{k}"
+    seen = ties.dropna(subset=[col])
+    if len(seen):
+        top = seen.loc[seen[col].idxmax()]
+        text += (f" The share of test users with a tie across rank {k} is largest for {top.backbone}-{top.item_repr} "
+                 f"({_pct(top[col])})")
+        low = seen[seen.item_repr == "id"][col]
+        text += (f"; for the ID models it is at most {_pct(low.max())}." if len(low) else ".")
+    return Finding(text)

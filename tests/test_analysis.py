@@ -49,3 +49,22 @@ def test_hit_position_summary_splits_hits_and_dcg_by_rank():
     assert s.loc[("ms", "all"), "dcg"] == pytest.approx(0.5 + 1 / np.log2(5))
     text = describe_hit_positions(s.reset_index())
     assert "-0.5000 hits per user at ranks 1-2" in text and "+1.0000 at ranks 3-4" in text
+
+
+def test_tie_table_and_its_sentence():
+    from motor.analysis import tie_table
+    from motor.findings import describe_ties
+
+    base = {"dataset": "d", "backbone": "bpr", "eval_split": "test", "bucket": "all"}
+    rows = [
+        {**base, "run_id": "a", "item_repr": "id", "ties": "expected", "metric": "tie_share", "k": 20, "value": 0.0},
+        {**base, "run_id": "b", "item_repr": "ms", "ties": "expected", "metric": "tie_share", "k": 20, "value": 0.3},
+        {**base, "run_id": "b", "item_repr": "ms", "ties": "expected", "metric": "params_shared_code_fraction",
+         "k": None, "value": 0.4, "eval_split": "-"},
+        {**base, "run_id": "c", "item_repr": "ms", "ties": "first", "metric": "recall", "k": 20, "value": 0.2},
+    ]
+    t = tie_table(pd.DataFrame(rows)).set_index("item_repr")
+    assert t.loc["ms", "runs"] == 2 and t.loc["ms", "tie_aware"] == 1
+    assert t.loc["ms", "tie_share@20"] == pytest.approx(0.3) and t.loc["ms", "shared_code_fraction"] == 0.4
+    text = describe_ties(t.reset_index())
+    assert text.startswith("2 of 3 runs") and "1 were saved before" in text and "bpr-ms (30.0 %)" in text
