@@ -31,6 +31,12 @@ def cache_dir() -> Path:
     return root
 
 
+def fingerprint(description: dict) -> str:
+    """32 hex digits of SHA-256 over ``description`` as sorted JSON: what a checkpoint or saved weights were written
+    for (:func:`motor.train.checkpoint_bytes`, :func:`motor.runs.weights_bytes`)."""
+    return hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()[:32]
+
+
 def content_key(*parts) -> str:
     """SHA-256 over arrays (dtype, shape and bytes) and JSON-able parameters, in order."""
     h = hashlib.sha256()

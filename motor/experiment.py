@@ -33,7 +33,7 @@ from .evaluate import DEFAULT_BUCKETS, evaluate, evaluate_cold_candidates
 from .item_repr import build_item_repr, item_repr_class
 from .synthetic import synthetic
 from .tokenizer import collision_share, n_centroids_of, tokenize
-from .train import TrainConfig, train, trainer_settings
+from .train import TrainConfig, model_layout, train, trainer_settings
 
 
 @dataclass
@@ -143,6 +143,7 @@ def run(config: RunConfig | None = None, *, reuse: bool = False, save: bool = Tr
     token_ids = run_tokens(cfg, ds)
     timings["tokenize_seconds"] = time.perf_counter() - t0
     model, _, _ = build_model(cfg, ds, token_ids)
+    weights = weights_description(rid, model)  # of the built model, as motor.recommend rebuilds it
     tr = train(model, ds, TrainConfig(epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size,
                                       patience=cfg.patience, seed=cfg.seed, device=cfg.device, progress=progress,
                                       weight_decay=cfg.weight_decay, lr_schedule=cfg.lr_schedule), callbacks)
@@ -171,7 +172,7 @@ def run(config: RunConfig | None = None, *, reuse: bool = False, save: bool = Tr
                        model if keep_model else None, vectors, test.hit_profile)
     if save:
         keep_weights = keep_model if save_model is None else save_model
-        runs.save(result, model_state=model_state(model) if keep_weights else None)
+        runs.save(result, model_state=model_state(model) if keep_weights else None, weights_description=weights)
     return result
 
 
@@ -189,6 +190,12 @@ def _check_evaluable(ds: Dataset, cfg: RunConfig) -> None:
 def model_state(model: torch.nn.Module) -> dict[str, np.ndarray]:
     """The model's ``state_dict`` as CPU numpy arrays (what the registry saves as ``model_state.npz``)."""
     return {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+
+
+def weights_description(run_id: str, model: torch.nn.Module) -> dict:
+    """What ``model_state.npz`` is stamped with and checked against on load: the run id, the model's class and
+    its layout (:func:`motor.train.model_layout`), so another run's weights are never served as this run's."""
+    return {"run_id": run_id, "model": type(model).__name__, "model_layout": model_layout(model)}
 
 
 def _own_trainer_as_none(cfg: RunConfig) -> RunConfig:
