@@ -23,7 +23,7 @@ from .defaults import EPOCHS, PATIENCE
 from .experiment import from_registry, get_dataset, run, run_grid
 from .item_repr import headline_item_reprs
 from .params import ParameterError
-from .tune import tune, tune_seeds
+from .tune import TuneError, check_metric, tune, tune_seeds
 
 
 def main(argv=None) -> int:
@@ -327,15 +327,23 @@ def _budget(text: str):
 
 
 def _tune(args) -> int:
-
+    check_metric(args.metric)  # before the datasets are looked at or Ray starts
     datasets = [resolve_dataset_name(name, file=sys.stderr) for name in args.dataset]
     fixed = {"split": args.split, "patience": args.patience}
     if args.device:
         fixed["device"] = args.device
     launch = {"address": args.address, "num_cpus": args.num_cpus, "cpus_per_trial": args.cpus_per_trial,
               "gpus_per_trial": args.gpus_per_trial, "progress": not args.quiet, "reuse": not args.no_reuse}
-    trials, selected = tune(datasets, args.backbone, args.item_repr, args.space, epochs=args.epochs,
-                            seeds=args.seeds, budget=args.budget, metric=args.metric, **launch, **fixed)
+    try:
+        trials, selected = tune(datasets, args.backbone, args.item_repr, args.space, epochs=args.epochs,
+                                seeds=args.seeds, budget=args.budget, metric=args.metric, **launch, **fixed)
+    except TuneError as e:  # the search ran and selected nothing: its trials, then why, and a failing status
+        if e.trials is not None and len(e.trials):
+            cols = [c for c in ["backbone", "item_repr", "hyper_parameters", "seed", "status", "error"]
+                    if c in e.trials]
+            print(e.trials[cols].to_string(index=False), file=sys.stderr)
+        print(f"motor tune: error: {e}", file=sys.stderr)
+        return 1
     if args.repeat_seeds:
         selected = tune_seeds(selected, args.repeat_seeds, **launch)
     valid = f"valid_{args.metric}"

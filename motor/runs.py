@@ -15,7 +15,6 @@ and the tag ("" for defaults), so tables never average a variant into the defaul
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import json
@@ -331,8 +330,17 @@ def read(run_id: str) -> dict:
 
 
 def read_metrics(run_id: str) -> dict:
-    """A saved run's ``metrics.json`` alone (valid, test, params, timings, best_epoch, stopped, provenance)."""
-    return json.loads((locate(run_id) / "metrics.json").read_text())
+    """A saved run's ``metrics.json`` alone (valid, test, params, timings, best_epoch, stopped, provenance); a
+    :class:`RunReadError` names the run, the file and the fix when it is unreadable or lacks its valid / test
+    metrics."""
+    path = locate(run_id) / "metrics.json"
+    try:
+        meta = _read_json(path)
+        if not all(isinstance(meta.get(k), dict) for k in ("valid", "test")):
+            raise ValueError(f"{path.name}: no 'valid' and 'test' metrics")
+    except ValueError as exc:
+        raise RunReadError(_damage(run_id, path, exc)) from None
+    return meta
 
 
 # ------------------------------------------------------------------------------------------------ tune stop records
@@ -345,14 +353,31 @@ def read_tune_stops() -> dict[str, dict]:
     reference registry's record, overridden by the user's."""
     out: dict[str, dict] = {}
     for base in (reference_dir(), runs_dir()):
-        path = base / TUNE_STOPS_FILE if base is not None else None
-        if path is not None and path.is_file():
-            try:
-                out.update(json.loads(path.read_text()))
-            except (OSError, ValueError) as exc:
-                warnings.warn(f"{path}: unreadable record of ASHA-stopped trials ({exc}); those trials run again. "
-                              "Fix: delete the file.", stacklevel=2)
+        if base is not None:
+            out.update(_read_stops(base / TUNE_STOPS_FILE))
     return out
+
+
+def _read_stops(path: Path) -> dict[str, dict]:
+    """The entries of one ``asha_stopped.json`` that have the written shape ({run_id: {"settings": {...}, ...}});
+    a warning names the file when it is unreadable or holds anything else (those trials run again)."""
+    if not path.is_file():
+        return {}
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(record, dict):
+            raise ValueError(f"a JSON {type(record).__name__}, not an object {{run_id: entry}}")
+    except (OSError, ValueError) as exc:
+        warnings.warn(f"{path}: unreadable record of ASHA-stopped trials ({exc}); those trials run again. Fix: "
+                      "delete the file.", stacklevel=3)
+        return {}
+    good = {rid: e for rid, e in record.items() if isinstance(e, dict) and isinstance(e.get("settings"), dict)}
+    if len(good) < len(record):
+        bad = [rid for rid in record if rid not in good]
+        warnings.warn(f"{path}: {len(bad)} entries are not records of a stopped trial (e.g. {bad[0]!r}: "
+                      f"{record[bad[0]]!r}); those trials run again. Fix: delete the file (or those entries).",
+                      stacklevel=3)
+    return good
 
 
 def record_tune_stops(stopped: dict[str, dict], settings: dict) -> None:
@@ -361,10 +386,7 @@ def record_tune_stops(stopped: dict[str, dict], settings: dict) -> None:
     if not stopped:
         return
     path = runs_dir() / TUNE_STOPS_FILE
-    record = {}
-    if path.is_file():
-        with contextlib.suppress(OSError, ValueError):
-            record = json.loads(path.read_text())
+    record = _read_stops(path)  # a damaged record is rewritten with its good entries
     for rid, o in stopped.items():
         record[rid] = {"settings": settings, "best_valid": o.get("best_valid"), "epochs_run": o.get("epochs_run")}
     path.parent.mkdir(parents=True, exist_ok=True)
