@@ -133,8 +133,8 @@ def run(config: RunConfig | None = None, *, reuse: bool = False, save: bool = Tr
             return from_registry(rid)
         except runs.RunReadError as exc:
             warnings.warn(f"{exc} Training it again.", stacklevel=2)
-    if save:
-        runs.check_writable()  # a registry that cannot take the result fails now, not after training
+    if save:  # a registry (or run folder) that cannot take the result fails now, not after training
+        runs.check_writable(run_id=rid)
     timings = {}
     resolve_dataset_name(cfg.dataset)  # a missing dataset: an error that lists those found
     ds = get_dataset(cfg.dataset, cfg.split, cfg.split_seed, cfg.cold_fraction, cfg.keep)
@@ -144,6 +144,11 @@ def run(config: RunConfig | None = None, *, reuse: bool = False, save: bool = Tr
     timings["tokenize_seconds"] = time.perf_counter() - t0
     model, _, _ = build_model(cfg, ds, token_ids)
     weights = weights_description(rid, model)  # of the built model, as motor.recommend rebuilds it
+    if save:  # and the disk must hold what this run writes
+        keep_weights = keep_model if save_model is None else save_model
+        weight_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values()) if keep_weights else 0
+        runs.check_writable(run_id=rid, need_bytes=runs.expected_bytes(
+            weight_bytes, ds.n_users, ds.n_items, cfg.dim, cfg.epochs, save_vectors))
     tr = train(model, ds, TrainConfig(epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size,
                                       patience=cfg.patience, seed=cfg.seed, device=cfg.device, progress=progress,
                                       weight_decay=cfg.weight_decay, lr_schedule=cfg.lr_schedule), callbacks)

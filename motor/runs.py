@@ -121,21 +121,41 @@ def run_path(run_id: str) -> Path:
     return folder
 
 
-def check_writable(root: str | os.PathLike | None = None, min_free_mb: int = 50) -> Path:
-    """Create the registry folder if needed and check that a file can be written there and that at least
-    ``min_free_mb`` MB are free, so that a run fails before training rather than when saving. Returns the folder."""
+def check_writable(root: str | os.PathLike | None = None, need_bytes: int = 0, run_id: str | None = None) -> Path:
+    """Create the registry folder if needed and check that a file can be written there (and in the folder of
+    ``run_id`` when it exists already) and that ``need_bytes`` (a run's expected size, :func:`expected_bytes`)
+    fit on its disk twice over (the temp file of an atomic write), so that a run fails before training rather than
+    when saving. Returns the folder."""
     base = Path(root) if root else runs_dir()
     fix = "Fix: set MOTOR_RUNS to a writable folder (or free some space), or pass save=False."
     try:
         base.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=base) as fh:
             fh.write(b"motor")
-        free_mb = shutil.disk_usage(base).free / 2 ** 20
+        free = shutil.disk_usage(base).free
     except OSError as exc:
         raise OSError(f"run registry {base} is not writable ({type(exc).__name__}: {exc}). {fix}") from exc
-    if free_mb < min_free_mb:
-        raise OSError(f"run registry {base}: only {free_mb:.0f} MB free (a run needs up to tens of MB). {fix}")
+    folder = base / run_id if run_id else None
+    if folder is not None and folder.is_dir():
+        try:
+            with tempfile.TemporaryFile(dir=folder) as fh:
+                fh.write(b"motor")
+        except OSError as exc:
+            raise OSError(f"run {run_id}: its folder {folder} exists but is not writable ({type(exc).__name__}: "
+                          f"{exc}), so the result could not be saved. Fix: make it writable (chmod -R u+w "
+                          f"{folder}) or delete it, or pass save=False.") from exc
+    if free < 2 * need_bytes:
+        raise OSError(f"run registry {base}: only {free / 2 ** 20:.1f} MB free, and this run needs about "
+                      f"{2 * need_bytes / 2 ** 20:.1f} MB to be saved. {fix}")
     return base
+
+
+def expected_bytes(weight_bytes: int, n_users: int, n_items: int, dim: int, epochs: int,
+                   vectors: bool = False) -> int:
+    """An upper bound of what :func:`save` writes for one run: ``weight_bytes`` (the state dict's size; 0 when the
+    weights are not saved), per-user test metrics (about 12 float64 columns), one history line per epoch, float32
+    item vectors (if saved) and the small JSON/CSV files."""
+    return weight_bytes + 8 * 12 * n_users + 400 * epochs + 4 * n_items * dim * vectors + 64 * 2 ** 10
 
 
 _IMPORTED_AT = time.time()  # when this process loaded the registry code (a clock read: no I/O)
