@@ -184,6 +184,11 @@ def run(config: RunConfig | None = None, *, reuse: bool = False, save: bool = Tr
 def _check_evaluable(ds: Dataset, cfg: RunConfig) -> None:
     """Model selection needs valid interactions and the result needs test interactions; refuse a split that
     has none rather than report epoch 0 or empty metrics."""
+    if ds.n_items < 2:
+        raise DataError(f"dataset {cfg.dataset!r} has {ds.n_items} item after dropping duplicate (user, item) rows "
+                        f"({ds.summary()['interactions']:,} interactions left): a recommender ranks items, so it "
+                        "needs at least 2. Fix: a dataset with more items (duplicate rows of one (user, item) pair "
+                        "count once).")
     for part, label in (("valid", 1), ("test", 2)):
         if ds.split(part).nnz == 0:
             raise DataError(f"dataset {cfg.dataset!r} with split={cfg.split!r} has no {part} interactions, so "

@@ -82,7 +82,23 @@ def sample_negatives(users: np.ndarray, n_items: int, keys: np.ndarray, rng: np.
         if len(todo) == 0:
             return neg
         neg[todo] = rng.integers(0, n_items, size=len(todo))
-    raise RuntimeError("could not sample negatives: some users interacted with (almost) every item")
+    stuck = np.unique(users[todo])
+    raise RuntimeError(f"could not sample negatives for user rows {stuck[:5].tolist()}: in {max_rounds} uniform "
+                       f"draws each met only items the user trained on, so they interacted with almost every one of "
+                       f"the {n_items:,} items. Fix: drop those users (or most of their items) from the data.")
+
+
+def check_negatives_exist(dataset) -> None:
+    """A ValueError naming the users (the file's userIDs) whose training interactions cover every item: BPR
+    training needs an item a user has not interacted with."""
+    per_user = np.diff(dataset.train.indptr)
+    full = np.flatnonzero(per_user >= dataset.n_items)
+    if len(full):
+        ids = dataset.user_id(full) if hasattr(dataset, "user_id") else full
+        raise ValueError(f"dataset {getattr(dataset, 'name', '')!r}: user(s) {ids[:5].tolist()} interacted with "
+                         f"every one of its {dataset.n_items:,} items in training, so there is no item to sample "
+                         "as a negative for them. Fix: drop those users, move some of their rows to valid/test, "
+                         "or add items.")
 
 
 def make_optimizer(model: torch.nn.Module, lr: float = 1e-3, weight_decay: float = 0.0) -> torch.optim.Adam:
@@ -240,6 +256,7 @@ def train(model, dataset, config: TrainConfig | None = None, callbacks: list[Cal
         res = evaluate(model, dataset, "valid", cfg.ks, buckets=None, device=device)
         return TrainResult(pd.DataFrame(), 0, res.metrics, "not_trainable", 0.0)
 
+    check_negatives_exist(dataset)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
