@@ -32,13 +32,21 @@ $(STAMP): pyproject.toml
 TRAIN_ENV := OMP_WAIT_POLICY=$${OMP_WAIT_POLICY:-PASSIVE}
 # make run: train one model with notebooks/02_train.ipynb, then print its summary. The executed notebook and its
 # HTML page go to $(OUT)/ and the run to the user's registry (runs/, or $$MOTOR_RUNS): both git-ignored.
+# DATASET, BACKBONE and OUT reach the recipe through the environment ("$$DATASET"), never as text of the shell
+# command, so no value can run a command; both are checked before anything runs.
+run: export DATASET := $(DATASET)
+run: export BACKBONE := $(BACKBONE)
+run: export OUT := $(OUT)
 run: $(STAMP)
-	@ds=$$($(PY) -m motor dataset $(DATASET)) || exit 1; \
-	nb=$(OUT)/02_train-$$ds-$(BACKBONE).ipynb; mkdir -p $(OUT); \
-	echo "training $(BACKBONE) on $$ds: notebooks/02_train.ipynb -> $$nb"; \
-	$(TRAIN_ENV) $(PY) -m motor.report execute notebooks/02_train.ipynb $$nb -p dataset $$ds -p backbone $(BACKBONE) \
-		--html >/dev/null || exit 1; \
-	$(PY) -m motor summary $$nb || exit 1; \
+	@ds=$$($(PY) -m motor dataset "$$DATASET") || exit 2; \
+	$(PY) -c 'import sys; from motor.backbones import BASELINES, REGISTRY; names = sorted(REGISTRY) + sorted(BASELINES); \
+		sys.exit(0 if sys.argv[1] in names else f"make run: error: BACKBONE={sys.argv[1]!r} is not a backbone; use one of {names}.")' \
+		"$$BACKBONE" || exit 2; \
+	name=$${ds##*/}; nb="$$OUT/02_train-$$name-$$BACKBONE.ipynb"; mkdir -p "$$OUT" || exit 1; \
+	echo "training $$BACKBONE on $$ds: notebooks/02_train.ipynb -> $$nb"; \
+	$(TRAIN_ENV) $(PY) -m motor.report execute notebooks/02_train.ipynb "$$nb" -p dataset "$$ds" \
+		-p backbone "$$BACKBONE" --html >/dev/null || exit 1; \
+	$(PY) -m motor summary "$$nb" || exit 1; \
 	echo "notebook $$nb"; echo "report   $${nb%.ipynb}.html"
 
 test: $(STAMP)

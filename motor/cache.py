@@ -31,6 +31,25 @@ def cache_dir() -> Path:
     return root
 
 
+def fingerprint(description: dict) -> str:
+    """32 hex digits of SHA-256 over ``description`` as sorted JSON: what a checkpoint or saved weights were written
+    for (:func:`motor.train.checkpoint_bytes`, :func:`motor.runs.weights_bytes`)."""
+    return hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def use_numba_cache() -> str:
+    """Point numba's cache of compiled functions (``cache=True``) at ``cache_dir()/numba`` unless the user set
+    ``NUMBA_CACHE_DIR``; returns the previous setting, which the caller restores once its functions are defined
+    (numba picks a function's cache folder when it is decorated). An installed, read-only motor then never writes
+    next to its source (numba's default, ``__pycache__``)."""
+    import numba
+
+    before = numba.config.CACHE_DIR
+    if not os.environ.get("NUMBA_CACHE_DIR"):
+        numba.config.CACHE_DIR = str((cache_dir() / "numba").expanduser().resolve())
+    return before
+
+
 def content_key(*parts) -> str:
     """SHA-256 over arrays (dtype, shape and bytes) and JSON-able parameters, in order."""
     h = hashlib.sha256()

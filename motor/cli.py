@@ -23,7 +23,7 @@ from .defaults import EPOCHS, PATIENCE
 from .experiment import from_registry, get_dataset, run, run_grid
 from .item_repr import headline_item_reprs
 from .params import ParameterError
-from .tune import tune, tune_seeds
+from .tune import TuneError, check_metric, tune, tune_seeds
 
 
 def main(argv=None) -> int:
@@ -46,6 +46,7 @@ def main(argv=None) -> int:
     r.add_argument("--registry", default=None, help="registry folder (default: $MOTOR_RUNS, else runs/); the "
                                                     "committed results are in reports/runs")
     r.add_argument("--variant", default="", help="show the runs of this variant (see the list printed below)")
+    r.add_argument("--split", default="random", help="show the runs of this split (default random)")
     i = sub.add_parser("info", help="load a dataset and print its summary")
     i.add_argument("dataset")
     d = sub.add_parser("dataset", help="print the dataset a run would use (exit 2 if a named one does not exist)")
@@ -211,20 +212,33 @@ def _compare(args) -> int:
 
 
 def _runs(args) -> int:
-
+    m, _, k = args.metric.partition("@")
+    if not (m and k.isdigit()):
+        raise ValueError(f"--metric {args.metric!r}: a metric and a cutoff, e.g. recall@20 or ndcg@10.")
     root = Path(args.registry) if args.registry else None
     everything = runs.load(root)  # default: the user's registry, then the committed reference runs it lacks
-    df = main_runs(everything, variant=args.variant)
-    if df.empty:
-        where = root or (runs.runs_dir() if runs.reference_dir() is None
-                          else f"{runs.runs_dir()} or {runs.reference_dir()}")
-        print(f"no runs {'of variant ' + repr(args.variant) + ' ' if args.variant else ''}saved under {where}"
+    df = main_runs(everything, split=args.split, variant=args.variant)
+    where = root or (runs.runs_dir() if runs.reference_dir() is None
+                      else f"{runs.runs_dir()} or {runs.reference_dir()}")
+    if df.empty and everything.empty:
+        print(f"no runs saved under {where}"
               + ("" if args.registry else "; the committed results: python -m motor runs --registry reports/runs"))
+        return 0
+    if df.empty:
+        saved = everything.drop_duplicates("run_id")
+        splits = ", ".join(f"{s} ({n})" for s, n in saved.split.value_counts().items())
+        print(f"none of the {len(saved)} runs saved under {where} is a main-table run of split {args.split!r}"
+              + (f" and variant {args.variant!r}" if args.variant else "") + " (all modalities, 4 tokens per "
+              f"modality); their splits: {splits}. Fix: --split NAME (and --variant NAME) to tabulate those.")
     else:
-        m, k = args.metric.split("@")
+        present = everything[(everything.metric == m) & (everything.k == int(k))]
+        if present.empty:
+            known = sorted({f"{a}@{int(b)}" for a, b in zip(everything.metric, everything.k) if b == b})
+            raise ValueError(f"--metric {args.metric!r}: the saved runs under {where} record no such metric; they "
+                             f"record {', '.join(known)}.")
         print(compare_table(df, metric=m, k=int(k)).to_string())
     others = everything[~everything.run_id.isin(df.run_id)].drop_duplicates("run_id")
-    if len(others):
+    if len(others) and not df.empty:
         variants = sorted(v for v in others.variant.unique() if v and v != args.variant)
         print(f"\n{len(others)} more runs are not in this table (another split, token count, modality subset or "
               "variant)" + (". Variants (--variant NAME): " + "; ".join(variants) if variants else "."))
@@ -251,7 +265,15 @@ def run_ids_in_notebook(path: str | Path) -> list[str]:
     import nbformat
 
 
-    nb = nbformat.read(str(path), as_version=4)
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: {'a folder, not' if path.is_dir() else 'no such'} notebook file. Fix: give "
+                                "an executed .ipynb file (or run ids).")
+    try:
+        nb = nbformat.read(str(path), as_version=4)
+    except Exception as exc:  # not JSON, not UTF-8, not a notebook
+        raise ValueError(f"{path}: not a readable Jupyter notebook ({type(exc).__name__}). Fix: give an executed "
+                         ".ipynb file (or run ids).") from None
     found: list[str] = []
     for cell in nb.cells:
         for out in cell.get("outputs", []):
@@ -327,15 +349,23 @@ def _budget(text: str):
 
 
 def _tune(args) -> int:
-
+    check_metric(args.metric)  # before the datasets are looked at or Ray starts
     datasets = [resolve_dataset_name(name, file=sys.stderr) for name in args.dataset]
     fixed = {"split": args.split, "patience": args.patience}
     if args.device:
         fixed["device"] = args.device
     launch = {"address": args.address, "num_cpus": args.num_cpus, "cpus_per_trial": args.cpus_per_trial,
               "gpus_per_trial": args.gpus_per_trial, "progress": not args.quiet, "reuse": not args.no_reuse}
-    trials, selected = tune(datasets, args.backbone, args.item_repr, args.space, epochs=args.epochs,
-                            seeds=args.seeds, budget=args.budget, metric=args.metric, **launch, **fixed)
+    try:
+        trials, selected = tune(datasets, args.backbone, args.item_repr, args.space, epochs=args.epochs,
+                                seeds=args.seeds, budget=args.budget, metric=args.metric, **launch, **fixed)
+    except TuneError as e:  # the search ran and selected nothing: its trials, then why, and a failing status
+        if e.trials is not None and len(e.trials):
+            cols = [c for c in ["backbone", "item_repr", "hyper_parameters", "seed", "status", "error"]
+                    if c in e.trials]
+            print(e.trials[cols].to_string(index=False), file=sys.stderr)
+        print(f"motor tune: error: {e}", file=sys.stderr)
+        return 1
     if args.repeat_seeds:
         selected = tune_seeds(selected, args.repeat_seeds, **launch)
     valid = f"valid_{args.metric}"

@@ -132,6 +132,11 @@ class RunConfig:
         _check_kwargs(self, "tokenizer", [f.name for f in fields(PQTokenizer)
                                           if f.name not in ("n_tokens", "n_centroids", "rotation", "centroids")]
                       + ["disambiguate"])  # tokenize()'s own option
+        max_dim = PQTokenizer.max_dim
+        if "max_dim" not in self.tokenizer and self.n_tokens > max_dim:  # not the default max_dim's fault
+            raise ConfigError(f"RunConfig.n_tokens={self.n_tokens}: more tokens per modality than the tokenizer's "
+                              f"output dimensions (max_dim={max_dim}; a token needs at least one). Fix: n_tokens <= "
+                              f"{max_dim} (the paper uses 2-16), or raise tokenizer={{'max_dim': ...}}.")
         try:
             check_params(PQTokenizer(n_tokens=self.n_tokens, n_centroids=self.n_centroids,
                                      **{k: v for k, v in self.tokenizer.items() if k != "disambiguate"}))

@@ -92,6 +92,10 @@ class Dataset:
     # valid/test rows left out of the splits because their user has no train row (columns user, item, label,
     # timestamp); resplit puts them back
     dropped_rows: pd.DataFrame | None = None
+    # the userID / itemID each row has in the user's files, where rows were dropped and re-indexed (sparsify,
+    # kcore); None: row i is id i (a loaded dataset: load requires dense 0-based ids)
+    user_ids: np.ndarray | None = None
+    item_ids: np.ndarray | None = None
 
     @property
     def item_popularity(self) -> np.ndarray:
@@ -101,6 +105,22 @@ class Dataset:
     @property
     def modalities(self) -> list[str]:
         return sorted(self.features)
+
+    def item_id(self, index) -> np.ndarray:
+        """The file's itemIDs of item rows ``index`` (int64 array; what every item leaving motor is named by)."""
+        return _ids_of(self.item_ids, index)
+
+    def user_id(self, index) -> np.ndarray:
+        """The file's userIDs of user rows ``index``."""
+        return _ids_of(self.user_ids, index)
+
+    def item_index(self, ids) -> np.ndarray:
+        """Item rows of the file's itemIDs ``ids``; a ValueError names the ids this dataset does not hold."""
+        return _index_of(self.item_ids, ids, self.n_items, "item", self.name)
+
+    def user_index(self, ids) -> np.ndarray:
+        """User rows of the file's userIDs ``ids``; a ValueError names the ids this dataset does not hold."""
+        return _index_of(self.user_ids, ids, self.n_users, "user", self.name)
 
     def split(self, name: str) -> sp.csr_matrix:
         if name not in SPLITS:
@@ -149,6 +169,33 @@ class Dataset:
         if any(self.dropped.values()):
             lines.append("  dropped on load: " + ", ".join(f"{k} {v:,}" for k, v in self.dropped.items() if v))
         return "\n".join(lines)
+
+
+def _ids_of(ids: np.ndarray | None, index) -> np.ndarray:
+    index = np.asarray(index, dtype=np.int64)
+    return index.copy() if ids is None else np.asarray(ids, dtype=np.int64)[index]
+
+
+def _index_of(ids: np.ndarray | None, wanted, n: int, kind: str, name: str) -> np.ndarray:
+    """Rows of ``wanted`` (ids of the user's file) in a dataset whose rows hold ``ids`` (None: row = id)."""
+    wanted = np.asarray(wanted, dtype=np.int64)
+    if ids is None:
+        rows, known = wanted, (wanted >= 0) & (wanted < n)
+    else:
+        ids = np.asarray(ids, dtype=np.int64)
+        order = np.argsort(ids, kind="stable")
+        pos = np.clip(np.searchsorted(ids, wanted, sorter=order), 0, max(len(ids) - 1, 0))
+        rows = order[pos] if len(ids) else np.zeros_like(wanted)
+        known = (ids[rows] == wanted) if len(ids) else np.zeros(wanted.shape, dtype=bool)
+    if not known.all():
+        bad = np.unique(wanted[~known])
+        held = (f"ids 0..{n - 1}" if ids is None else
+                f"{n:,} {kind}s (ids {int(ids.min())}..{int(ids.max())}; the others were dropped when the data was "
+                "thinned)") if n else f"no {kind}s"
+        raise ValueError(f"dataset {name!r} has no {kind} with {kind}ID {bad[:5].tolist()}"
+                         f"{' ...' if len(bad) > 5 else ''}: it holds {held}. Fix: pass {kind}IDs of the "
+                         f"dataset's .inter file that this run's data kept.")
+    return rows.astype(np.int64)
 
 
 # ----------------------------------------------------------------------------------------------- loading
@@ -440,12 +487,14 @@ def _csr(users: np.ndarray, items: np.ndarray, shape: tuple[int, int], values=No
 
 def from_interactions(name: str, users, items, labels, n_users: int, n_items: int, *,
                       features=None, feature_masks=None, item_text=None, timestamps=None,
-                      split_name: str = "given", source: str = "interactions") -> Dataset:
+                      split_name: str = "given", source: str = "interactions", user_ids=None,
+                      item_ids=None) -> Dataset:
     """Build a :class:`Dataset` from parallel arrays (0-based ids; labels 0/1/2).
 
     Duplicate (user, item) pairs keep their first row (a warning gives the count); valid/test rows of users
     without any train row are left out of the splits (as MMRec does), counted in ``dataset.dropped`` and kept in
     ``dataset.dropped_rows``, so that :func:`resplit` draws its new split from every interaction.
+    ``user_ids`` / ``item_ids``: the file's id of each row where rows were re-indexed (default: row = id).
     """
     users, items, labels = (np.asarray(a, dtype=np.int64) for a in (users, items, labels))
     order = np.arange(len(users))
@@ -478,7 +527,7 @@ def from_interactions(name: str, users, items, labels, n_users: int, n_items: in
     return Dataset(name=name, n_users=n_users, n_items=n_items, **splits, features=dict(features or {}),
                    feature_masks=dict(feature_masks or {}), item_text=item_text, timestamps=ts,
                    dropped={"duplicates": n_dup, "rows_of_users_without_train": n_orphan}, split_name=split_name,
-                   dropped_rows=dropped_rows)
+                   dropped_rows=dropped_rows, user_ids=user_ids, item_ids=item_ids)
 
 
 def load(name_or_path: str | os.PathLike) -> Dataset:
@@ -616,7 +665,8 @@ def resplit(ds: Dataset, scheme: str = "random", seed: int = 0, ratios=(0.8, 0.1
     out = from_interactions(ds.name, u, i, labels, ds.n_users, ds.n_items, features=ds.features,
                             feature_masks=ds.feature_masks, item_text=ds.item_text,
                             timestamps=t if ds.timestamps is not None else None,
-                            split_name=f"{scheme}(seed={seed})", source=f"resplit({ds.name})")
+                            split_name=f"{scheme}(seed={seed})", source=f"resplit({ds.name})",
+                            user_ids=ds.user_ids, item_ids=ds.item_ids)
     return out
 
 
@@ -661,7 +711,8 @@ def kcore(ds: Dataset, k: int) -> Dataset:
                              features={m: f[items] for m, f in ds.features.items()},
                              feature_masks={m: f[items] for m, f in ds.feature_masks.items()},
                              item_text=[ds.item_text[j] for j in np.flatnonzero(items)] if ds.item_text else None,
-                             timestamps=ts, split_name=f"{ds.split_name}+{k}core", source=f"kcore({ds.name})")
+                             timestamps=ts, split_name=f"{ds.split_name}+{k}core", source=f"kcore({ds.name})",
+                             user_ids=ds.user_id(np.flatnonzero(users)), item_ids=ds.item_id(np.flatnonzero(items)))
 
 
 def with_features(ds: Dataset, **features: np.ndarray) -> Dataset:
@@ -677,7 +728,8 @@ def sparsify(ds: Dataset, keep: float, seed: int = 0) -> Dataset:
     at least one kept row is a train row, so every user keeps a train interaction and a "given" split stays usable.
     Kept rows keep their split label; re-split the result as usual (``resplit``). Items left without
     interactions (and users that had none) are dropped and ids are re-indexed 0-based in their old order; features,
-    feature masks, item text and timestamps follow their items. ``keep=1`` keeps every interaction.
+    feature masks, item text and timestamps follow their items, and ``user_ids`` / ``item_ids`` keep the file's
+    ids of the rows (``ds.item_id(row)``). ``keep=1`` keeps every interaction.
     """
     if not 0 < keep <= 1:
         raise ValueError(f"sparsify: keep must be in (0, 1], got {keep!r}. Fix: pass the fraction of each user's "
@@ -718,4 +770,5 @@ def sparsify(ds: Dataset, keep: float, seed: int = 0) -> Dataset:
                              feature_masks={m: f[items] for m, f in ds.feature_masks.items()},
                              item_text=[ds.item_text[j] for j in old_items] if ds.item_text is not None else None,
                              timestamps=ts, split_name=f"{ds.split_name}+keep{keep:g}(seed={seed})",
-                             source=f"sparsify({ds.name})")
+                             source=f"sparsify({ds.name})", user_ids=ds.user_id(np.flatnonzero(users)),
+                             item_ids=ds.item_id(old_items))

@@ -33,7 +33,7 @@ from .evaluate import DEFAULT_BUCKETS, evaluate, evaluate_cold_candidates
 from .item_repr import build_item_repr, item_repr_class
 from .synthetic import synthetic
 from .tokenizer import collision_share, n_centroids_of, tokenize
-from .train import TrainConfig, train, trainer_settings
+from .train import TrainConfig, model_layout, train, trainer_settings
 
 
 @dataclass
@@ -133,8 +133,8 @@ def run(config: RunConfig | None = None, *, reuse: bool = False, save: bool = Tr
             return from_registry(rid)
         except runs.RunReadError as exc:
             warnings.warn(f"{exc} Training it again.", stacklevel=2)
-    if save:
-        runs.check_writable()  # a registry that cannot take the result fails now, not after training
+    if save:  # a registry (or run folder) that cannot take the result fails now, not after training
+        runs.check_writable(run_id=rid)
     timings = {}
     resolve_dataset_name(cfg.dataset)  # a missing dataset: an error that lists those found
     ds = get_dataset(cfg.dataset, cfg.split, cfg.split_seed, cfg.cold_fraction, cfg.keep)
@@ -143,6 +143,12 @@ def run(config: RunConfig | None = None, *, reuse: bool = False, save: bool = Tr
     token_ids = run_tokens(cfg, ds)
     timings["tokenize_seconds"] = time.perf_counter() - t0
     model, _, _ = build_model(cfg, ds, token_ids)
+    weights = weights_description(rid, model)  # of the built model, as motor.recommend rebuilds it
+    if save:  # and the disk must hold what this run writes
+        keep_weights = keep_model if save_model is None else save_model
+        weight_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values()) if keep_weights else 0
+        runs.check_writable(run_id=rid, need_bytes=runs.expected_bytes(
+            weight_bytes, ds.n_users, ds.n_items, cfg.dim, cfg.epochs, save_vectors))
     tr = train(model, ds, TrainConfig(epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size,
                                       patience=cfg.patience, seed=cfg.seed, device=cfg.device, progress=progress,
                                       weight_decay=cfg.weight_decay, lr_schedule=cfg.lr_schedule), callbacks)
@@ -171,13 +177,18 @@ def run(config: RunConfig | None = None, *, reuse: bool = False, save: bool = Tr
                        model if keep_model else None, vectors, test.hit_profile)
     if save:
         keep_weights = keep_model if save_model is None else save_model
-        runs.save(result, model_state=model_state(model) if keep_weights else None)
+        runs.save(result, model_state=model_state(model) if keep_weights else None, weights_description=weights)
     return result
 
 
 def _check_evaluable(ds: Dataset, cfg: RunConfig) -> None:
     """Model selection needs valid interactions and the result needs test interactions; refuse a split that
     has none rather than report epoch 0 or empty metrics."""
+    if ds.n_items < 2:
+        raise DataError(f"dataset {cfg.dataset!r} has {ds.n_items} item after dropping duplicate (user, item) rows "
+                        f"({ds.summary()['interactions']:,} interactions left): a recommender ranks items, so it "
+                        "needs at least 2. Fix: a dataset with more items (duplicate rows of one (user, item) pair "
+                        "count once).")
     for part, label in (("valid", 1), ("test", 2)):
         if ds.split(part).nnz == 0:
             raise DataError(f"dataset {cfg.dataset!r} with split={cfg.split!r} has no {part} interactions, so "
@@ -189,6 +200,12 @@ def _check_evaluable(ds: Dataset, cfg: RunConfig) -> None:
 def model_state(model: torch.nn.Module) -> dict[str, np.ndarray]:
     """The model's ``state_dict`` as CPU numpy arrays (what the registry saves as ``model_state.npz``)."""
     return {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+
+
+def weights_description(run_id: str, model: torch.nn.Module) -> dict:
+    """What ``model_state.npz`` is stamped with and checked against on load: the run id, the model's class and
+    its layout (:func:`motor.train.model_layout`), so another run's weights are never served as this run's."""
+    return {"run_id": run_id, "model": type(model).__name__, "model_layout": model_layout(model)}
 
 
 def _own_trainer_as_none(cfg: RunConfig) -> RunConfig:

@@ -15,7 +15,10 @@ import math
 import numba
 import numpy as np
 
+from .cache import use_numba_cache
+
 _JIT = {"cache": True, "nogil": True, "fastmath": False, "error_model": "numpy", "boundscheck": False}
+_NUMBA_CACHE_BEFORE = use_numba_cache()  # compiled kernels go to motor's cache folder; restored at the end
 
 PENALTY_L2, PENALTY_NORM, PENALTY_NONE = 0, 1, 2  # motor's l2_reg, MMRec's emb_loss, no penalty
 
@@ -357,3 +360,6 @@ def held_ranks(scores, k, mask_indptr, mask_indices, held_indptr, held_indices, 
                 n_eq = n_kth
             above[e] = n_gt
             tied[e] = n_eq
+
+
+numba.config.CACHE_DIR = _NUMBA_CACHE_BEFORE  # other packages' numba caches stay where they were

@@ -45,12 +45,14 @@ def case_study(ds, token_ids: dict[str, np.ndarray], n_queries: int = 4, seed: i
                width: int = 100) -> pd.DataFrame:
     """Paper Fig. 5: ``n_queries`` random items (``seed``) and the ``top`` items sharing most tokens with each:
     columns query, item, shared, text (the query's own row has item = query and shared = NaN)."""
-    text = ds.item_text or [f"item {i}" for i in range(ds.n_items)]
+    text = ds.item_text or [f"item {j}" for j in ds.item_id(np.arange(ds.n_items))]
     rows = []
     for q in np.random.default_rng(seed).choice(ds.n_items, size=min(n_queries, ds.n_items), replace=False):
-        rows.append({"query": int(q), "item": int(q), "shared": np.nan, "text": text[q][:width]})
+        qid = int(ds.item_id(q))  # the file's itemIDs, also for thinned (re-indexed) data
+        rows.append({"query": qid, "item": qid, "shared": np.nan, "text": text[q][:width]})
         for r in shared_token_neighbours(token_ids, int(q), top=top).itertuples():
-            rows.append({"query": int(q), "item": int(r.item), "shared": r.shared, "text": text[r.item][:width]})
+            rows.append({"query": qid, "item": int(ds.item_id(r.item)), "shared": r.shared,
+                         "text": text[r.item][:width]})
     return pd.DataFrame(rows)
 
 

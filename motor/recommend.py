@@ -24,8 +24,8 @@ import torch
 
 from . import runs
 from .config import config_from_dict
-from .experiment import build_model, get_dataset, run_tokens
-from .tokenizer import fit_tokenizers, n_centroids_of
+from .experiment import build_model, get_dataset, run_tokens, weights_description, with_modalities
+from .tokenizer import disambiguate_codes, fit_tokenizers, n_centroids_of
 
 
 def recommend(run, users: int | Sequence[int], k: int = 20, exclude_seen: bool = True,
@@ -34,12 +34,14 @@ def recommend(run, users: int | Sequence[int], k: int = 20, exclude_seen: bool =
     ``item``, ``score``, ``text`` (when the dataset has item text) and ``held_out`` ("valid" / "test" when the item
     is in that held-out split of the user, else "").
 
+    ``users`` and the ``user`` / ``item`` columns are the ids of the dataset's ``.inter`` file, also for a run
+    whose data was thinned (``keep < 1``) and re-indexed.
+
     ``exclude_seen`` masks the user's training items (what evaluation masks too), so held-out hits can show up.
     """
+    k = _check_k(k)
     model, ds = _model_and_data(run, device)
-    users = _user_index(users, ds.n_users)
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
+    users = _user_rows(users, ds)
     dev = _device_of(model)
     with model.evaluating():
         scores = model.score(torch.as_tensor(users, device=dev)).float().cpu().numpy()
@@ -49,34 +51,38 @@ def recommend(run, users: int | Sequence[int], k: int = 20, exclude_seen: bool =
     k = min(k, ds.n_items)
     top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
     top_scores = np.take_along_axis(scores, top, axis=1)
-    rows = {"user": np.repeat(users, k), "rank": np.tile(np.arange(1, k + 1), len(users)), "item": top.ravel(),
-            "score": top_scores.ravel()}
-    out = pd.DataFrame(rows)
-    out = out[np.isfinite(out.score)].reset_index(drop=True)  # fewer unseen items than k
+    rows = np.repeat(users, k), top.ravel()  # dataset rows; the table speaks the file's ids
+    found = np.isfinite(top_scores.ravel())  # fewer unseen items than k
+    u_rows, i_rows = rows[0][found], rows[1][found]
+    out = pd.DataFrame({"user": ds.user_id(u_rows), "rank": np.tile(np.arange(1, k + 1), len(users))[found],
+                        "item": ds.item_id(i_rows), "score": top_scores.ravel()[found]})
     if ds.item_text is not None:
-        out["text"] = [ds.item_text[i] for i in out.item]
+        out["text"] = [ds.item_text[i] for i in i_rows]
     held = np.full(len(out), "", dtype=object)
     for split in ("valid", "test"):
         m = ds.split(split)
-        held[np.asarray(m[out.user.to_numpy(), out.item.to_numpy()]).ravel() > 0] = split
+        held[np.asarray(m[u_rows, i_rows]).ravel() > 0] = split
     out["held_out"] = held
     return out
 
 
 def score_new_items(run, features: Mapping[str, np.ndarray], users: int | Sequence[int] | None = None,
                     device: str | None = None) -> pd.DataFrame:
-    """Scores of brand-new items for users, without retraining: a DataFrame indexed by ``user`` (default: every
-    user) with one column per new item (0 .. n_new - 1), comparable with the scores of the known items.
+    """Scores of brand-new items for users, without retraining: a DataFrame indexed by ``user`` (the file's
+    userIDs; default: every user) with one column per new item (0 .. n_new - 1), comparable with the scores of the
+    known items.
 
-    ``features``: {modality: (n_new, d_m) array} for every modality of the run's dataset, in the same feature space
-    as the dataset's ``<modality>_feat.npy``. The items are tokenized with the run's fitted tokenizer; graph
+    ``features``: {modality: (n_new, d_m) array} for every modality the run uses (``RunConfig.modalities``, default
+    all of the dataset's; others are ignored), in the same feature space as the dataset's
+    ``<modality>_feat.npy``. The items are tokenized with the run's fitted tokenizer; graph
     backbones see them as items without interactions. Raises for an ID model, which has no vector for an unseen
     item."""
     model, ds = _model_and_data(run, device)
-    users = np.arange(ds.n_users) if users is None else _user_index(users, ds.n_users)
+    users = np.arange(ds.n_users) if users is None else _user_rows(users, ds)
     user_vecs, item_vecs, n_new = _with_new_items(model, ds, run, features)
     scores = (user_vecs[torch.as_tensor(users, device=user_vecs.device)] @ item_vecs.T).float().cpu().numpy()
-    return pd.DataFrame(scores, index=pd.Index(users, name="user"), columns=pd.RangeIndex(n_new, name="new_item"))
+    return pd.DataFrame(scores, index=pd.Index(ds.user_id(users), name="user"),
+                        columns=pd.RangeIndex(n_new, name="new_item"))
 
 
 def new_item_vectors(run, features: Mapping[str, np.ndarray], device: str | None = None) -> np.ndarray:
@@ -90,7 +96,7 @@ def new_item_tokens(run, features: Mapping[str, np.ndarray]) -> dict[str, np.nda
     cfg = _config(run)
     _refuse_id_model(cfg)
     ds = get_dataset(cfg.dataset, cfg.split, cfg.split_seed, cfg.cold_fraction, cfg.keep)
-    return _encode(cfg, ds, _checked_features(ds, features))
+    return _encode(cfg, ds, _checked_features(ds, features, cfg.modalities))
 
 
 # ----------------------------------------------------------------------------------------------- internals
@@ -124,26 +130,30 @@ def _model_and_data(run, device: str | None):
     return model, ds
 
 
-def _mtime(run_id: str) -> float:
-    path = runs.locate(run_id) / "metrics.json"
-    return path.stat().st_mtime if path.is_file() else 0.0
+def _mtime(run_id: str) -> tuple:
+    """(time, size) of the run's metrics.json and weights: a rewritten file is read again, not served cached."""
+    folder = runs.locate(run_id)
+    stats = [(folder / name).stat() if (folder / name).is_file() else None
+             for name in ("metrics.json", runs.WEIGHTS_FILE)]
+    return tuple((s.st_mtime_ns, s.st_size) if s else None for s in stats)
 
 
 @functools.lru_cache(maxsize=4)
-def _registry_model(root: str, run_id: str, mtime: float):
+def _registry_model(root: str, run_id: str, mtime: tuple):
     """The trained model of a saved run, rebuilt from its config and ``model_state.npz`` (cached per file time)."""
+
     cfg = config_from_dict(runs.read(run_id)["config"])
-    path = runs.locate(run_id) / "model_state.npz"
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"run {run_id!r} under {root} was saved without its weights ({path.name}), so it cannot be rebuilt. "
-            "Fix: pass the RunResult that motor.run(...) returns (it holds the model), or train it again with "
-            f"motor.run(motor.experiment.config_from_dict(motor.runs.read({run_id!r})['config']), save_model=True).")
-    with np.load(path, allow_pickle=False) as z:
-        state = {k: torch.from_numpy(z[k]) for k in z.files}
+    if not (runs.locate(run_id) / runs.WEIGHTS_FILE).is_file():
+        runs.read_weights(run_id, {})  # the FileNotFoundError that says how to get weights
     with torch.random.fork_rng(devices=[]):  # building seeds torch's RNG; leave the caller's untouched
         model, _, _ = build_model(cfg)
-    model.load_state_dict(state)
+    state = runs.read_weights(run_id, weights_description(run_id, model))  # checked: this run's, intact
+    try:
+        model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
+    except RuntimeError as exc:
+        raise runs.RunReadError(f"run {run_id}: its weights {runs.locate(run_id) / runs.WEIGHTS_FILE} do not fit "
+                                f"the rebuilt model ({str(exc).splitlines()[0]}). Fix: train the run again with "
+                                "save_model=True.") from None
     return model
 
 
@@ -152,34 +162,49 @@ def _device_of(model):
     return p.device if p is not None else torch.device("cpu")
 
 
-def _user_index(users, n_users: int) -> np.ndarray:
+def _check_k(k) -> int:
+    if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"recommend: k={k!r} ({type(k).__name__}) is not a number of items. Fix: a whole number "
+                         ">= 1, e.g. k=10.")
+    return int(k)
+
+
+def _user_rows(users, ds) -> np.ndarray:
+    """Dataset rows of ``users`` (userIDs of the dataset's file: an int or a sequence of ints)."""
     arr = np.atleast_1d(np.asarray(users))
-    if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer):
-        raise ValueError(f"users must be an int or a sequence of ints (user indices), got {users!r}")
-    bad = arr[(arr < 0) | (arr >= n_users)]
-    if len(bad):
-        raise ValueError(f"user indices must be in [0, {n_users}); got {bad[:5].tolist()}")
-    return arr.astype(np.int64)
+    if arr.ndim != 1 or not (np.issubdtype(arr.dtype, np.integer) or (arr.size == 0 and arr.dtype == float)):
+        raise ValueError(f"users must be an int or a sequence of ints (userIDs of the dataset's .inter file), got "
+                         f"{users!r}. Fix: e.g. users=[0, 7].")
+    return ds.user_index(arr.astype(np.int64))
 
 
-def _checked_features(ds, features: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Every modality of ``ds`` present, with the dataset's feature width and one common row count."""
+def _checked_features(ds, features: Mapping[str, np.ndarray], modalities=None) -> dict[str, np.ndarray]:
+    """The run's ``modalities`` (default: every modality of ``ds``) present, with the dataset's feature width and
+    one common row count; other modalities of the dataset are ignored (the run never reads them)."""
+    mods = list(modalities or ds.modalities)
     if not isinstance(features, Mapping):
-        raise ValueError("features must be a dict {modality: (n_new, d) array}")
-    missing = [m for m in ds.modalities if m not in features]
+        raise ValueError(f"features must be a dict {{modality: (n_new, d) array}} for the modalities {mods}, got "
+                         f"{type(features).__name__}")
+    missing = [m for m in mods if m not in features]
     extra = [m for m in features if m not in ds.modalities]
     if missing or extra:
-        raise ValueError(f"features must hold exactly the dataset's modalities {ds.modalities}; "
-                         f"missing {missing}, unknown {extra}")
+        raise ValueError(f"features must hold the run's modalities {mods}; missing {missing}, unknown {extra} "
+                         f"(dataset {ds.name!r} has {ds.modalities}). Fix: one (n_new, d) array per run modality.")
     out, rows = {}, set()
-    for m in ds.modalities:
-        x = np.asarray(features[m], dtype=np.float32)
+    for m in mods:
+        try:
+            x = np.asarray(features[m], dtype=np.float32)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"features[{m!r}] is not a numeric matrix ({exc}). Fix: a float array (n_new, "
+                             f"{ds.features[m].shape[1]}) like the dataset's {m}_feat.npy.") from None
         width = ds.features[m].shape[1]
         if x.ndim != 2 or x.shape[1] != width:
             raise ValueError(f"features[{m!r}] must have shape (n_new, {width}) like the dataset's {m}_feat.npy, "
                              f"got {x.shape}")
         if not np.isfinite(x).all():
-            raise ValueError(f"features[{m!r}] has NaN or infinite values")
+            row = int(np.flatnonzero(~np.isfinite(x).all(axis=1))[0])
+            raise ValueError(f"features[{m!r}] has NaN or infinite values (first in new item {row}). Fix: impute "
+                             "them (e.g. with the modality's mean vector).")
         out[m] = x
         rows.add(x.shape[0])
     if len(rows) != 1 or 0 in rows:
@@ -190,20 +215,29 @@ def _checked_features(ds, features: Mapping[str, np.ndarray]) -> dict[str, np.nd
 def _encode(cfg, ds, feats: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Token ids of new items under the tokenizers the run used (same parameters: the same cached fit)."""
     known = run_tokens(cfg, ds)
-    toks = fit_tokenizers(ds, cfg.n_tokens, modalities=sorted(known), n_centroids=cfg.n_centroids, **cfg.tokenizer)
+    params = dict(cfg.tokenizer)
+    disambiguate = params.pop("disambiguate", False)  # tokenize()'s option, not the tokenizer's
+    toks = fit_tokenizers(ds, cfg.n_tokens, modalities=sorted(known), n_centroids=cfg.n_centroids, **params)
+    out = {}
     for m, tok in toks.items():  # the refit (or cached) tokenizer must give the run's own token ids
-        if not np.array_equal(tok.encode(ds.features[m]), known[m]):
+        plain = tok.encode(ds.features[m]).astype(np.int64)
+        if not np.array_equal(disambiguate_codes(plain, tok.k) if disambiguate else plain, known[m]):
             raise RuntimeError(f"the {m} tokenizer does not reproduce the token ids of this run's items; its cache "
                                "and the run come from different tokenizer versions. Train the run again.")
-    return {m: tok.encode(feats[m]) for m, tok in toks.items()}
+        new = tok.encode(feats[m]).astype(np.int64)
+        # disambiguated: a new item sharing a known item's code is numbered after the known items of its group
+        out[m] = disambiguate_codes(np.concatenate([plain, new]), tok.k)[len(plain):] if disambiguate else new
+    return out
 
 
 def _with_new_items(model, ds, run, features):
     """(user vectors, new item vectors, n_new): the trained weights in a model whose catalogue has the new items
     appended (no interactions, tokens from the run's tokenizer)."""
+
     cfg = _config(run)
     _refuse_id_model(cfg)
-    feats = _checked_features(ds, features)
+    feats = _checked_features(ds, features, cfg.modalities)
+    ds = with_modalities(ds, cfg.modalities)  # the features the run reads (the new items get no others)
     n_new = next(iter(feats.values())).shape[0]
     new_ids = _encode(cfg, ds, feats)
     known = run_tokens(cfg, ds)
@@ -239,5 +273,5 @@ def _append_items(ds, feats: dict[str, np.ndarray], n_new: int):
     masks = {m: np.concatenate([mask, np.ones(n_new, dtype=bool)]) for m, mask in ds.feature_masks.items()}
     return replace(ds, n_items=n, train=widen(ds.train), valid=widen(ds.valid), test=widen(ds.test),
                    features={m: np.concatenate([ds.features[m], feats[m]]) for m in ds.modalities},
-                   feature_masks=masks, timestamps=widen(ds.timestamps),
+                   feature_masks=masks, timestamps=widen(ds.timestamps), item_ids=None,
                    item_text=None if ds.item_text is None else list(ds.item_text) + [""] * n_new)

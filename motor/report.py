@@ -14,10 +14,12 @@ dropped; other widgets are replaced by a note (they are live only in JupyterLab 
 from __future__ import annotations
 
 import argparse
+import ast
 import copy
 import html
 import os
 import re
+import sys
 from pathlib import Path
 
 import jinja2
@@ -177,6 +179,7 @@ def execute(notebook: str | Path, out: str | Path, parameters: dict | None = Non
     import nbformat
     import papermill as pm
 
+    check_parameters(notebook, parameters or {})  # papermill writes a parameter's name into the code as it is
     out = Path(out)
     running = out.with_name(f".{out.stem}.running.ipynb")
     try:
@@ -191,6 +194,43 @@ def execute(notebook: str | Path, out: str | Path, parameters: dict | None = Non
     atomic_write_text(out, nbformat.writes(nb) + "\n")
     running.unlink(missing_ok=True)
     return out
+
+
+def parameter_names(notebook: str | Path) -> list[str]:
+    """Names the notebook's ``parameters``-tagged cell assigns (what papermill may override); a ValueError names
+    the notebook when it cannot be read as one or has no such cell."""
+    import nbformat
+
+    path = Path(notebook)
+    if not path.is_file():
+        raise ValueError(f"{path}: no such notebook file. Fix: give the path of an .ipynb file.")
+    try:
+        nb = nbformat.read(str(path), as_version=4)
+    except Exception as exc:  # not JSON, not a notebook
+        raise ValueError(f"{path}: not a readable Jupyter notebook ({type(exc).__name__}). Fix: give an .ipynb "
+                         "file saved by Jupyter.") from None
+    cells = [c for c in nb.cells if "parameters" in (c.get("metadata", {}).get("tags") or [])]
+    if not cells:
+        raise ValueError(f"{path}: no cell tagged 'parameters', so it takes no parameters. Fix: run it without "
+                         "-p, or tag the cell that sets its parameters.")
+    names = []
+    for node in ast.walk(ast.parse(cells[0].source)):
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] \
+            if isinstance(node, (ast.AnnAssign, ast.AugAssign)) else []
+        names += [t.id for t in targets if isinstance(t, ast.Name) and t.id not in names]
+    return names
+
+
+def check_parameters(notebook: str | Path, parameters: dict) -> None:
+    """Refuse (ValueError naming the notebook, the name and the allowed names) any parameter name that is not
+    assigned in the notebook's parameters cell: papermill writes names into the injected cell as code."""
+    if not parameters:
+        return
+    allowed = parameter_names(notebook)
+    bad = [name for name in parameters if name not in allowed]
+    if bad:
+        raise ValueError(f"{notebook}: unknown parameter {bad[0]!r}; this notebook's parameters are "
+                         f"{', '.join(allowed)}. Fix: -p NAME VALUE with one of those names.")
 
 
 def _kernel_manager():
@@ -225,10 +265,17 @@ def main(argv: list[str] | None = None) -> None:
     from papermill.exceptions import PapermillExecutionError
 
     try:
+        check_parameters(args.notebook, dict(args.parameter))  # before a kernel starts
+    except ValueError as e:
+        print(f"python -m motor.report execute: error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    try:
         out = execute(args.notebook, args.out, dict(args.parameter), cwd=cwd)
-    except PapermillExecutionError as e:  # one line, not papermill's traceback; the notebook keeps it
+    except PapermillExecutionError as e:  # one line, not papermill's traceback; the failed notebook keeps it
+        failed = Path(args.out).with_name(f"{Path(args.out).stem}.failed.ipynb")
         raise SystemExit(f"{args.notebook} failed in cell {e.exec_count}: {e.ename}: {e.evalue}\n"
-                         f"(the executed notebook with the traceback: {args.out})") from None
+                         f"(the executed notebook with the traceback: {failed}; {args.out} is left as it "
+                         "was)") from None
     print(out)
     if args.html:
         print(to_html(out, assets=args.assets))

@@ -15,7 +15,7 @@ and the tag ("" for defaults), so tables never average a variant into the defaul
 """
 from __future__ import annotations
 
-import contextlib
+import hashlib
 import io
 import json
 import numbers
@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .cache import atomic_write_bytes, atomic_write_text
+from .cache import atomic_write_bytes, atomic_write_text, fingerprint, payload_checksum
 
 # How tied scores were ranked when a run was evaluated (motor.evaluate): runs saved before tie-aware evaluation
 # have no "ties" entry in metrics.json and ranked ties by the lower item id ("first").
@@ -121,21 +121,41 @@ def run_path(run_id: str) -> Path:
     return folder
 
 
-def check_writable(root: str | os.PathLike | None = None, min_free_mb: int = 50) -> Path:
-    """Create the registry folder if needed and check that a file can be written there and that at least
-    ``min_free_mb`` MB are free, so that a run fails before training rather than when saving. Returns the folder."""
+def check_writable(root: str | os.PathLike | None = None, need_bytes: int = 0, run_id: str | None = None) -> Path:
+    """Create the registry folder if needed and check that a file can be written there (and in the folder of
+    ``run_id`` when it exists already) and that ``need_bytes`` (a run's expected size, :func:`expected_bytes`)
+    fit on its disk twice over (the temp file of an atomic write), so that a run fails before training rather than
+    when saving. Returns the folder."""
     base = Path(root) if root else runs_dir()
     fix = "Fix: set MOTOR_RUNS to a writable folder (or free some space), or pass save=False."
     try:
         base.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=base) as fh:
             fh.write(b"motor")
-        free_mb = shutil.disk_usage(base).free / 2 ** 20
+        free = shutil.disk_usage(base).free
     except OSError as exc:
         raise OSError(f"run registry {base} is not writable ({type(exc).__name__}: {exc}). {fix}") from exc
-    if free_mb < min_free_mb:
-        raise OSError(f"run registry {base}: only {free_mb:.0f} MB free (a run needs up to tens of MB). {fix}")
+    folder = base / run_id if run_id else None
+    if folder is not None and folder.is_dir():
+        try:
+            with tempfile.TemporaryFile(dir=folder) as fh:
+                fh.write(b"motor")
+        except OSError as exc:
+            raise OSError(f"run {run_id}: its folder {folder} exists but is not writable ({type(exc).__name__}: "
+                          f"{exc}), so the result could not be saved. Fix: make it writable (chmod -R u+w "
+                          f"{folder}) or delete it, or pass save=False.") from exc
+    if free < 2 * need_bytes:
+        raise OSError(f"run registry {base}: only {free / 2 ** 20:.1f} MB free, and this run needs about "
+                      f"{2 * need_bytes / 2 ** 20:.1f} MB to be saved. {fix}")
     return base
+
+
+def expected_bytes(weight_bytes: int, n_users: int, n_items: int, dim: int, epochs: int,
+                   vectors: bool = False) -> int:
+    """An upper bound of what :func:`save` writes for one run: ``weight_bytes`` (the state dict's size; 0 when the
+    weights are not saved), per-user test metrics (about 12 float64 columns), one history line per epoch, float32
+    item vectors (if saved) and the small JSON/CSV files."""
+    return weight_bytes + 8 * 12 * n_users + 400 * epochs + 4 * n_items * dim * vectors + 64 * 2 ** 10
 
 
 _IMPORTED_AT = time.time()  # when this process loaded the registry code (a clock read: no I/O)
@@ -186,19 +206,22 @@ def _provenance_now() -> dict:
             "python": platform.python_version()}
 
 
-def save(result, model_state: dict[str, np.ndarray] | None = None) -> Path:
+def save(result, model_state: dict[str, np.ndarray] | None = None, weights_description: dict | None = None) -> Path:
     """Write a :class:`motor.experiment.RunResult` (metrics.json last: its presence marks a complete run), and
-    ``model_state`` (the trained weights, :func:`motor.experiment.model_state`) as ``model_state.npz`` if given."""
+    ``model_state`` (the trained weights, :func:`motor.experiment.model_state`) as ``model_state.npz`` if given,
+    stamped with ``weights_description`` (:func:`motor.experiment.weights_description`; default: the run id)."""
     folder = run_path(result.run_id)
     try:
-        _write_run(folder, result, model_state)
+        weights = None if model_state is None else weights_bytes(
+            model_state, weights_description or {"run_id": result.run_id})
+        _write_run(folder, result, weights)
     except OSError as exc:  # the folder stays incomplete (no metrics.json): load() and exists() ignore it
         raise OSError(f"run {result.run_id} could not be saved in {folder} ({type(exc).__name__}: {exc}). "
                       "Fix: free some space or set MOTOR_RUNS to a writable folder, and run again.") from exc
     return folder
 
 
-def _write_run(folder: Path, result, model_state: dict[str, np.ndarray] | None) -> None:
+def _write_run(folder: Path, result, weights: bytes | None) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_text(folder / "config.json", json.dumps(result.config, indent=1, sort_keys=True))
     atomic_write_text(folder / "history.csv", result.history.to_csv(index=False))
@@ -216,16 +239,77 @@ def _write_run(folder: Path, result, model_state: dict[str, np.ndarray] | None) 
         buf = io.BytesIO()
         np.save(buf, result.item_vectors.astype(np.float32))
         atomic_write_bytes(folder / "item_vectors.npy", buf.getvalue())
-    if model_state is not None:
-        buf = io.BytesIO()
-        np.savez_compressed(buf, **model_state)
-        atomic_write_bytes(folder / "model_state.npz", buf.getvalue())
+    if weights is not None:
+        atomic_write_bytes(folder / WEIGHTS_FILE, weights)
     else:  # weights of an earlier run of this id would not match the metrics written below
         (folder / "model_state.npz").unlink(missing_ok=True)
     meta = {"valid": result.valid, "test": result.test, "params": result.params, "timings": result.timings,
             "best_epoch": result.best_epoch, "stopped": result.stopped, "provenance": provenance(),
             "ties": TIES_RULE}
     atomic_write_text(folder / "metrics.json", json.dumps(meta, indent=1, sort_keys=True))
+
+
+WEIGHTS_FILE = "model_state.npz"
+_WEIGHTS_META = "__motor_weights__"  # the entry of model_state.npz holding its description, fingerprint, checksum
+
+
+def weights_bytes(state: dict[str, np.ndarray], description: dict) -> bytes:
+    """``model_state.npz``: the arrays of ``state`` plus one entry holding the run ``description`` (which run and
+    model layout the weights belong to, :func:`motor.experiment.weights_description`), its fingerprint and the
+    SHA-256 of fingerprint and arrays, as training checkpoints carry (:func:`motor.train.checkpoint_bytes`)."""
+    fp = fingerprint(description)
+    meta = {"description": description, "fingerprint": fp,
+            "sha256": hashlib.sha256((fp + payload_checksum(state)).encode()).hexdigest()}
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **state, **{_WEIGHTS_META: np.array(json.dumps(meta, sort_keys=True))})
+    return buf.getvalue()
+
+
+def read_weights(run_id: str, description: dict) -> dict[str, np.ndarray]:
+    """The weights saved with run ``run_id`` for a model described by ``description``
+    (:func:`motor.experiment.weights_description` of the rebuilt model). A :class:`RunReadError` names the run, the
+    file and the fix when the file is damaged, carries no fingerprint, belongs to another run or model, or holds
+    NaN / infinite values; a FileNotFoundError when the run was saved without weights."""
+    path = locate(run_id) / WEIGHTS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"run {run_id!r} under {path.parent.parent} was saved without its weights ({path.name}), so it cannot be "
+            "rebuilt. Fix: pass the RunResult that motor.run(...) returns (it holds the model), or train it again "
+            f"with motor.run(motor.experiment.config_from_dict(motor.runs.read({run_id!r})['config']), "
+            "save_model=True).")
+    fix = (f"Fix: delete {path} and train the run again with motor.run(motor.experiment.config_from_dict("
+           f"motor.runs.read({run_id!r})['config']), save_model=True), or pass the RunResult that holds the model.")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except Exception as exc:  # BadZipFile, EOFError, zlib / CRC errors, an entry that is not a plain array, ...
+        raise RunReadError(f"run {run_id}: its weights {path} are damaged and cannot be read "
+                           f"({type(exc).__name__}). {fix}") from None
+    raw = arrays.pop(_WEIGHTS_META, None)
+    try:
+        meta = json.loads(str(raw)) if raw is not None and raw.dtype.kind == "U" else None
+        intact = isinstance(meta, dict) and hashlib.sha256(
+            (meta["fingerprint"] + payload_checksum(arrays)).encode()).hexdigest() == meta["sha256"]
+    except (ValueError, KeyError, TypeError):
+        meta, intact = None, False
+    if meta is None:
+        raise RunReadError(f"run {run_id}: its weights {path} carry no fingerprint (written by an older motor or "
+                           "another program), so nothing says which run they belong to. " + fix)
+    if not intact:
+        raise RunReadError(f"run {run_id}: its weights {path} are damaged (changed or truncated: their checksum "
+                           f"does not match). {fix}")
+    if meta["fingerprint"] != fingerprint(description):
+        saved = meta.get("description") or {}
+        diff = [k for k in description if saved.get(k) != description[k]]
+        raise RunReadError(f"run {run_id}: its weights {path} belong to another run (saved for run "
+                           f"{saved.get('run_id')!r}, model {saved.get('model')}; this run's model is "
+                           f"{description.get('model')}; differs in: {', '.join(diff) or 'the description'}). "
+                           + fix)
+    bad = [k for k, a in arrays.items() if a.dtype.kind in "fc" and not np.isfinite(a).all()]
+    if bad:
+        raise RunReadError(f"run {run_id}: its weights {path} hold NaN or infinite values (in {bad[:3]}), so its "
+                           f"scores would be meaningless. {fix}")
+    return arrays
 
 
 def exists(run_id: str) -> bool:
@@ -266,8 +350,17 @@ def read(run_id: str) -> dict:
 
 
 def read_metrics(run_id: str) -> dict:
-    """A saved run's ``metrics.json`` alone (valid, test, params, timings, best_epoch, stopped, provenance)."""
-    return json.loads((locate(run_id) / "metrics.json").read_text())
+    """A saved run's ``metrics.json`` alone (valid, test, params, timings, best_epoch, stopped, provenance); a
+    :class:`RunReadError` names the run, the file and the fix when it is unreadable or lacks its valid / test
+    metrics."""
+    path = locate(run_id) / "metrics.json"
+    try:
+        meta = _read_json(path)
+        if not all(isinstance(meta.get(k), dict) for k in ("valid", "test")):
+            raise ValueError(f"{path.name}: no 'valid' and 'test' metrics")
+    except ValueError as exc:
+        raise RunReadError(_damage(run_id, path, exc)) from None
+    return meta
 
 
 # ------------------------------------------------------------------------------------------------ tune stop records
@@ -280,14 +373,31 @@ def read_tune_stops() -> dict[str, dict]:
     reference registry's record, overridden by the user's."""
     out: dict[str, dict] = {}
     for base in (reference_dir(), runs_dir()):
-        path = base / TUNE_STOPS_FILE if base is not None else None
-        if path is not None and path.is_file():
-            try:
-                out.update(json.loads(path.read_text()))
-            except (OSError, ValueError) as exc:
-                warnings.warn(f"{path}: unreadable record of ASHA-stopped trials ({exc}); those trials run again. "
-                              "Fix: delete the file.", stacklevel=2)
+        if base is not None:
+            out.update(_read_stops(base / TUNE_STOPS_FILE))
     return out
+
+
+def _read_stops(path: Path) -> dict[str, dict]:
+    """The entries of one ``asha_stopped.json`` that have the written shape ({run_id: {"settings": {...}, ...}});
+    a warning names the file when it is unreadable or holds anything else (those trials run again)."""
+    if not path.is_file():
+        return {}
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(record, dict):
+            raise ValueError(f"a JSON {type(record).__name__}, not an object {{run_id: entry}}")
+    except (OSError, ValueError) as exc:
+        warnings.warn(f"{path}: unreadable record of ASHA-stopped trials ({exc}); those trials run again. Fix: "
+                      "delete the file.", stacklevel=3)
+        return {}
+    good = {rid: e for rid, e in record.items() if isinstance(e, dict) and isinstance(e.get("settings"), dict)}
+    if len(good) < len(record):
+        bad = [rid for rid in record if rid not in good]
+        warnings.warn(f"{path}: {len(bad)} entries are not records of a stopped trial (e.g. {bad[0]!r}: "
+                      f"{record[bad[0]]!r}); those trials run again. Fix: delete the file (or those entries).",
+                      stacklevel=3)
+    return good
 
 
 def record_tune_stops(stopped: dict[str, dict], settings: dict) -> None:
@@ -296,10 +406,7 @@ def record_tune_stops(stopped: dict[str, dict], settings: dict) -> None:
     if not stopped:
         return
     path = runs_dir() / TUNE_STOPS_FILE
-    record = {}
-    if path.is_file():
-        with contextlib.suppress(OSError, ValueError):
-            record = json.loads(path.read_text())
+    record = _read_stops(path)  # a damaged record is rewritten with its good entries
     for rid, o in stopped.items():
         record[rid] = {"settings": settings, "best_valid": o.get("best_valid"), "epochs_run": o.get("epochs_run")}
     path.parent.mkdir(parents=True, exist_ok=True)

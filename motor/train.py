@@ -24,7 +24,7 @@ import scipy.sparse as sp
 import torch
 from tqdm.auto import tqdm
 
-from .cache import atomic_write_bytes
+from .cache import atomic_write_bytes, fingerprint
 from .defaults import BATCH_SIZE, EPOCHS, LR, PATIENCE
 from .evaluate import DEFAULT_KS, evaluate
 from .perf import keep_freed_memory
@@ -82,7 +82,23 @@ def sample_negatives(users: np.ndarray, n_items: int, keys: np.ndarray, rng: np.
         if len(todo) == 0:
             return neg
         neg[todo] = rng.integers(0, n_items, size=len(todo))
-    raise RuntimeError("could not sample negatives: some users interacted with (almost) every item")
+    stuck = np.unique(users[todo])
+    raise RuntimeError(f"could not sample negatives for user rows {stuck[:5].tolist()}: in {max_rounds} uniform "
+                       f"draws each met only items the user trained on, so they interacted with almost every one of "
+                       f"the {n_items:,} items. Fix: drop those users (or most of their items) from the data.")
+
+
+def check_negatives_exist(dataset) -> None:
+    """A ValueError naming the users (the file's userIDs) whose training interactions cover every item: BPR
+    training needs an item a user has not interacted with."""
+    per_user = np.diff(dataset.train.indptr)
+    full = np.flatnonzero(per_user >= dataset.n_items)
+    if len(full):
+        ids = dataset.user_id(full) if hasattr(dataset, "user_id") else full
+        raise ValueError(f"dataset {getattr(dataset, 'name', '')!r}: user(s) {ids[:5].tolist()} interacted with "
+                         f"every one of its {dataset.n_items:,} items in training, so there is no item to sample "
+                         "as a negative for them. Fix: drop those users, move some of their rows to valid/test, "
+                         "or add items.")
 
 
 def make_optimizer(model: torch.nn.Module, lr: float = 1e-3, weight_decay: float = 0.0) -> torch.optim.Adam:
@@ -145,13 +161,6 @@ def run_description(model, dataset, cfg: TrainConfig, settings: dict) -> dict:
     names, shapes and dtypes of its parameters and buffers, the values of its integer buffers (token ids, index
     tables), a hash of the train/valid interactions and features, and the TrainConfig fields that change the
     computation (effective weight decay and lr schedule included)."""
-    h = hashlib.sha256()
-    for name, t in sorted(model.state_dict().items()):
-        h.update(f"{name}|{tuple(t.shape)}|{t.dtype};".encode())
-    for name, t in sorted(model.named_buffers()):
-        h.update(f"{name}|{tuple(t.shape)}|{t.dtype}|{t.layout};".encode())
-        if t.layout == torch.strided and not (t.is_floating_point() or t.is_complex()):
-            h.update(t.detach().cpu().contiguous().numpy().tobytes())
     data = hashlib.sha256(f"{dataset.n_users}|{dataset.n_items};".encode())
     for m in (dataset.train, dataset.valid):
         data.update(np.ascontiguousarray(m.indptr, dtype=np.int64).tobytes())
@@ -161,20 +170,29 @@ def run_description(model, dataset, cfg: TrainConfig, settings: dict) -> dict:
         data.update(np.ascontiguousarray(dataset.features[name]).tobytes())
     trainer = {k: v for k, v in asdict(cfg).items() if k not in _RESUMABLE_CHANGES}
     trainer.update(settings)
-    return {"model": type(model).__name__, "model_layout": h.hexdigest()[:16],
+    return {"model": type(model).__name__, "model_layout": model_layout(model),
             "data": data.hexdigest()[:16], "trainer": json.loads(json.dumps(trainer, default=str))}
 
 
-def _fingerprint(description: dict) -> str:
-    return hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()[:32]
+def model_layout(model) -> str:
+    """16 hex digits over the names, shapes and dtypes of the model's parameters and buffers and the values of its
+    integer buffers (token ids, index tables): two models with one layout can load each other's weights."""
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        h.update(f"{name}|{tuple(t.shape)}|{t.dtype};".encode())
+    for name, t in sorted(model.named_buffers()):
+        h.update(f"{name}|{tuple(t.shape)}|{t.dtype}|{t.layout};".encode())
+        if t.layout == torch.strided and not (t.is_floating_point() or t.is_complex()):
+            h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def checkpoint_bytes(state: dict, description: dict) -> bytes:
     """A checkpoint file: a magic line, a JSON header (the run description, its fingerprint, the SHA-256 of
     fingerprint and payload, the payload's length), then the ``torch.save`` payload."""
-    payload, fingerprint = _state_bytes(state), _fingerprint(description)
-    header = {"fingerprint": fingerprint, "description": description,
-              "sha256": hashlib.sha256(fingerprint.encode() + payload).hexdigest(), "payload_bytes": len(payload)}
+    payload, fp = _state_bytes(state), fingerprint(description)
+    header = {"fingerprint": fp, "description": description,
+              "sha256": hashlib.sha256(fp.encode() + payload).hexdigest(), "payload_bytes": len(payload)}
     return CHECKPOINT_MAGIC + json.dumps(header, sort_keys=True).encode() + b"\n" + payload
 
 
@@ -201,7 +219,7 @@ def read_checkpoint(path: Path, description: dict, device) -> dict:
     if not intact:
         raise CheckpointError(f"checkpoint {path} is damaged (truncated or changed: its checksum does not match). "
                               f"{fix}")
-    if header.get("fingerprint") != _fingerprint(description):
+    if header.get("fingerprint") != fingerprint(description):
         saved = header.get("description") or {}
         diff = [k for k in description if k != "trainer" and saved.get(k) != description[k]]
         diff += [f"trainer.{k}" for k in description["trainer"]
@@ -210,9 +228,18 @@ def read_checkpoint(path: Path, description: dict, device) -> dict:
                               f"{', '.join(diff) or 'the run description'}; saved model {saved.get('model')}, this "
                               f"run {description['model']}). {fix}")
     try:
-        return torch.load(io.BytesIO(payload), map_location=device, weights_only=True)
+        state = torch.load(io.BytesIO(payload), map_location=device, weights_only=True)
     except Exception as exc:
         raise CheckpointError(f"checkpoint {path} cannot be loaded ({type(exc).__name__}). {fix}") from exc
+    missing = [k for k in _CHECKPOINT_KEYS if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise CheckpointError(f"checkpoint {path} lacks the entries {missing} that a resume needs (written by "
+                              f"another program or an incompatible motor). {fix}")
+    return state
+
+
+# what every checkpoint holds (train writes them all; "cuda_rng" may be None)
+_CHECKPOINT_KEYS = ("model", "optimizer", "epoch", "history", "best", "np_rng", "edge_rng", "torch_rng")
 
 
 def train(model, dataset, config: TrainConfig | None = None, callbacks: list[Callable] = (),
@@ -229,6 +256,7 @@ def train(model, dataset, config: TrainConfig | None = None, callbacks: list[Cal
         res = evaluate(model, dataset, "valid", cfg.ks, buckets=None, device=device)
         return TrainResult(pd.DataFrame(), 0, res.metrics, "not_trainable", 0.0)
 
+    check_negatives_exist(dataset)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)

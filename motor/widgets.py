@@ -14,7 +14,10 @@ from .neighbours import search_items, shared_token_neighbours, vector_neighbours
 
 
 class TokenExplorer:
-    """``TokenExplorer(dataset, token_ids, vectors={'ID': ..., 'MOTOR': ...}).widget()`` in a notebook."""
+    """``TokenExplorer(dataset, token_ids, vectors={'ID': ..., 'MOTOR': ...}).widget()`` in a notebook.
+
+    ``select`` takes a dataset row (what ``search`` returns); every item shown (picker, heading, tables) is named
+    by the itemID of the dataset's file (``dataset.item_id``), also for thinned, re-indexed data."""
 
     def __init__(self, dataset, token_ids: dict[str, np.ndarray], vectors: dict[str, np.ndarray] | None = None,
                  top: int = 5):
@@ -29,11 +32,21 @@ class TokenExplorer:
         return t[:140] + ("…" if len(t) > 140 else "")
 
     def search(self, query: str) -> list[int]:
-        """Items matching ``query`` (all words, case-insensitive; or an item id); updates the picker."""
-        self.matches = [i for i in search_items(self.ds.item_text, query) if 0 <= i < self.ds.n_items]
+        """Item rows matching ``query`` (all words, case-insensitive; or an itemID of the dataset's file); updates
+        the picker, whose labels show the file's itemIDs."""
+        if query.strip().isdigit():  # an itemID of the user's file, also in a thinned, re-indexed dataset
+            try:
+                self.matches = self.ds.item_index([int(query.strip())]).tolist()
+            except ValueError:
+                self.matches = []
+        else:
+            self.matches = search_items(self.ds.item_text, query)
         if self._ui is not None:
-            self._ui["pick"].options = [(f"{i}: {self.text(i)[:80]}", i) for i in self.matches]
+            self._ui["pick"].options = [(f"{self._id(i)}: {self.text(i)[:80]}", i) for i in self.matches]
         return self.matches
+
+    def _id(self, row: int) -> int:
+        return int(self.ds.item_id(row))
 
     def select(self, item: int) -> dict[str, pd.DataFrame]:
         """Tokens of ``item`` and its neighbours by shared tokens and by each learned representation."""
@@ -43,10 +56,11 @@ class TokenExplorer:
         tokens.columns = [f"t{p}" for p in tokens.columns]
         tables = {"tokens": tokens}
         nb = shared_token_neighbours(self.token_ids, self.item, self.top)
-        tables["shared tokens"] = nb.assign(popularity=pop[nb.item], text=[self.text(i) for i in nb.item])
+        tables["shared tokens"] = nb.assign(item=self.ds.item_id(nb.item), popularity=pop[nb.item],
+                                            text=[self.text(i) for i in nb.item])
         for name, vec in self.vectors.items():
             vn = vector_neighbours(vec, self.item, self.top)
-            tables[f"nearest by {name} vector"] = vn.assign(popularity=pop[vn.item],
+            tables[f"nearest by {name} vector"] = vn.assign(item=self.ds.item_id(vn.item), popularity=pop[vn.item],
                                                             text=[self.text(i) for i in vn.item])
         self.tables = tables
         if self._ui is not None:
@@ -56,7 +70,7 @@ class TokenExplorer:
     def render(self) -> str:
         if self.item is None:
             return "<i>search and pick an item</i>"
-        head = (f"<h4>item {self.item} · {self.ds.item_popularity[self.item]} train interactions</h4>"
+        head = (f"<h4>item {self._id(self.item)} · {self.ds.item_popularity[self.item]} train interactions</h4>"
                 f"<p>{html.escape(self.text(self.item))}</p>")
         body = "".join(f"<h5>{html.escape(k)}</h5>" + v.to_html(index=k == "tokens", float_format="%.3f", escape=True)
                        for k, v in self.tables.items())

@@ -237,7 +237,7 @@ def test_recommend_without_saved_weights_says_how_to_fix(trained, monkeypatch, t
               save_model=False)
     with pytest.raises(FileNotFoundError, match="without its weights.*save_model=True"):
         motor.recommend(res.run_id, 0)
-    with pytest.raises(ValueError, match=r"\[0, 800\)"):
+    with pytest.raises(ValueError, match=r"no user with userID \[800\]: it holds ids 0..799"):
         motor.recommend(res, 800)
 
 

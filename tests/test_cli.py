@@ -127,3 +127,31 @@ def test_summary_finds_the_runs_an_executed_notebook_made(capsys, tmp_path):
     nbformat.write(nbformat.v4.new_notebook(), str(empty))
     assert cli.main(["summary", str(empty)]) == 2
     assert "no run saved" in capsys.readouterr().err
+
+
+def test_runs_metric_is_checked_and_other_splits_are_named(capsys):
+    assert cli.main(["runs"]) == 0
+    assert "no runs saved under" in capsys.readouterr().out
+    run(dataset="synthetic", split="given", backbone="bpr", item_repr="id", epochs=1, progress=False)
+    assert cli.main(["runs"]) == 0  # only a given-split run: said so, with the fix, and nothing contradicting it
+    out = capsys.readouterr().out
+    assert "none of the 1 runs saved under" in out and "their splits: given (1)" in out and "--split NAME" in out
+    assert "more runs are not in this table" not in out and "no runs saved" not in out
+    assert cli.main(["runs", "--split", "given"]) == 0
+    assert "recall@20" in capsys.readouterr().out
+    assert cli.main(["runs", "--split", "given", "--metric", "nope@20"]) == 2
+    err = capsys.readouterr().err
+    assert "--metric 'nope@20': the saved runs under" in err and "recall@20" in err
+    assert cli.main(["runs", "--metric", "recall"]) == 2
+    assert "--metric 'recall': a metric and a cutoff, e.g. recall@20" in capsys.readouterr().err
+
+
+def test_summary_of_something_that_is_not_a_notebook_names_it(capsys, tmp_path):
+    (tmp_path / "x.ipynb").mkdir()
+    (tmp_path / "notes.ipynb").write_text("plain text, not JSON")
+    for name, says in (("x.ipynb", "a folder, not notebook file"), ("notes.ipynb", "not a readable Jupyter "
+                                                                                   "notebook"),
+                       ("missing.ipynb", "no such notebook file")):
+        assert cli.main(["summary", str(tmp_path / name)]) == 2
+        err = capsys.readouterr().err
+        assert f"{tmp_path / name}: {says}" in err and "Fix:" in err and "Traceback" not in err

@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -132,3 +133,23 @@ def test_run_grid_reuses_trains_or_lists_missing(tmp_path, monkeypatch):
     assert runs.exists(cfgs[1].run_id())
     table = analysis.compare_table(runs.load()[lambda d: d.run_id == done.run_id])
     assert "(n=" not in analysis.mean_std_pivot(table).iloc[0, 0]
+
+
+def test_too_many_tokens_blame_n_tokens_not_the_tokenizer():
+    with pytest.raises(motor.experiment.ConfigError,
+                       match=r"RunConfig.n_tokens=1000: more tokens per modality than the tokenizer's output "
+                             r"dimensions \(max_dim=512.*Fix: n_tokens <= 512"):
+        RunConfig(dataset="synthetic", n_tokens=1000).validate()
+    RunConfig(dataset="synthetic", n_tokens=600, tokenizer={"max_dim": 600}).validate()  # raised: allowed
+
+
+def test_a_single_item_dataset_says_so(tmp_path, monkeypatch):
+    from .conftest import write_folder
+
+    rows = [(u, 0, label) for u in range(4) for label in (0, 1, 2)]  # one item, each user's rows duplicates
+    write_folder(tmp_path / "one", rows=rows, feats={"text": np.ones((1, 4), dtype=np.float32)})
+    monkeypatch.setenv("MOTOR_DATA", str(tmp_path))
+    with pytest.warns(UserWarning, match="duplicate"), \
+            pytest.raises(motor.data.DataError, match=r"dataset 'one' has 1 item after dropping duplicate "
+                                                      r"\(user, item\) rows .*needs at least 2. Fix"):
+        run(dataset="one", split="given", backbone="bpr", item_repr="id", epochs=1, progress=False)

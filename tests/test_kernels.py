@@ -106,3 +106,38 @@ def test_topk_masked_orders_ties_by_item_and_fills_short_rows_with_masked_items(
     kernels.topk_masked(scores, 4, indptr, indices, out)
     assert out[0].tolist() == [1, 4, 3, 0]
     assert out[1].tolist() == [4, 5, 0, 1]  # two unmasked items, then masked ones in item order
+
+
+def test_compiled_kernels_are_cached_in_motors_cache_folder_not_the_package(tmp_path):
+    """A copy of the package in a read-only folder: the kernels compile and cache under MOTOR_CACHE/numba and
+    nothing is written next to the source; another package's numba cache setting is left as it was."""
+    import os
+    import shutil
+    import stat
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    src = Path(__file__).resolve().parents[1] / "motor"
+    pkg = tmp_path / "site" / "motor"
+    shutil.copytree(src, pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    for p in [pkg, *pkg.rglob("*")]:
+        p.chmod(p.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+    code = ("import numpy as np, numba; import motor.kernels as k\n"
+            "out = np.zeros((1, 2), dtype=np.int64)\n"
+            "k.topk_masked(np.array([[0.1, 0.3, 0.2]], dtype=np.float32), 2, np.array([0, 0]), "
+            "np.zeros(0, dtype=np.int64), out)\n"
+            "print(out.tolist(), repr(numba.config.CACHE_DIR))\n")
+    env = {**os.environ, "MOTOR_CACHE": str(tmp_path / "cache"), "PYTHONPATH": str(pkg.parent),
+           "PYTHONDONTWRITEBYTECODE": "1"}
+    env.pop("NUMBA_CACHE_DIR", None)
+    try:
+        done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300,
+                              cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == "[[1, 2]] ''"  # ranked; numba's own setting restored
+        assert list((tmp_path / "cache" / "numba").rglob("kernels.topk_masked*.nbi"))
+        assert not [p for p in pkg.rglob("*") if p.suffix in (".nbi", ".nbc")]
+    finally:
+        for p in [pkg, *pkg.rglob("*")]:
+            p.chmod(p.stat().st_mode | stat.S_IWUSR)

@@ -124,3 +124,42 @@ def test_execute_leaves_the_output_untouched_when_a_cell_fails(tmp_path):
     assert (tmp_path / "out.ipynb").read_text() == "previous report"
     assert "boom" in (tmp_path / "out.failed.ipynb").read_text()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.ipynb", "out.failed.ipynb", "out.ipynb"]
+
+
+def _params_notebook(path, body="print(x * 2)"):
+    nb = new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [new_code_cell("x = 1\ny: int = 2", metadata={"tags": ["parameters"]}), new_code_cell(body)]
+    nbformat.write(nb, path)
+    return path
+
+
+@pytest.mark.parametrize("name", ["__import__('os').system('touch PWNED');x", "z", "x y"])
+def test_parameter_names_must_be_the_notebooks_own(tmp_path, name, capsys):
+    nb = _params_notebook(tmp_path / "in.ipynb")
+    assert report.parameter_names(nb) == ["x", "y"]
+    with pytest.raises(ValueError, match=r"in.ipynb: unknown parameter .*parameters are x, y. Fix: -p NAME"):
+        report.execute(nb, tmp_path / "out.ipynb", {name: 1}, cwd=tmp_path)
+    with pytest.raises(SystemExit) as done:
+        report.main(["execute", str(nb), str(tmp_path / "out.ipynb"), "-p", name, "1"])
+    assert done.value.code == 2 and "unknown parameter" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.ipynb"]  # no kernel ran, nothing written
+
+
+def test_a_notebook_without_a_parameters_cell_takes_no_parameters(tmp_path):
+    nb = new_notebook()
+    nb.cells = [new_code_cell("x = 1")]
+    nbformat.write(nb, tmp_path / "plain.ipynb")
+    with pytest.raises(ValueError, match="plain.ipynb: no cell tagged 'parameters'"):
+        report.check_parameters(tmp_path / "plain.ipynb", {"x": 2})
+    (tmp_path / "broken.ipynb").write_text("{not json")
+    with pytest.raises(ValueError, match="broken.ipynb: not a readable Jupyter notebook"):
+        report.check_parameters(tmp_path / "broken.ipynb", {"x": 2})
+
+
+def test_a_failed_execution_points_at_the_failed_notebook(tmp_path):
+    nb = _params_notebook(tmp_path / "in.ipynb", "raise ValueError('boom')")
+    (tmp_path / "out.ipynb").write_text("previous report")
+    with pytest.raises(SystemExit) as done:
+        report.main(["execute", str(nb), str(tmp_path / "out.ipynb"), "--cwd", str(tmp_path)])
+    assert f"traceback: {tmp_path / 'out.failed.ipynb'}" in str(done.value.code)

@@ -3,6 +3,7 @@ skipped with a warning, and created files respect the umask (a registry or cache
 import os
 import stat
 from collections import namedtuple
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -32,12 +33,38 @@ def test_unwritable_registry_fails_before_training(tmp_path, monkeypatch):
 
 
 def test_full_registry_fails_before_training(tmp_path, monkeypatch):
+    """The free space is checked against the run's own size: 2 MB hold a small run, not one with its weights."""
     monkeypatch.setenv("MOTOR_RUNS", str(tmp_path / "runs"))
     usage = namedtuple("usage", "total used free")
-    monkeypatch.setattr("shutil.disk_usage", lambda p: usage(10 ** 9, 10 ** 9 - 10 ** 6, 10 ** 6))
+    monkeypatch.setattr("shutil.disk_usage", lambda p: usage(10 ** 9, 10 ** 9 - 2 * 10 ** 6, 2 * 10 ** 6))
+    small = motor.experiment.run(dataset="synthetic", backbone="bpr", item_repr="id", epochs=1, progress=False,
+                                 keep_model=False)  # ~0.2 MB without weights: 2 MB free are enough
+    assert runs.exists(small.run_id)
+    monkeypatch.setattr(experiment, "train", lambda *a, **k: pytest.fail("trained although it cannot be saved"))
+    with pytest.raises(OSError, match=r"only 1.9 MB free, and this run needs about [2-9].\d MB to be saved"):
+        motor.experiment.run(dataset="synthetic", backbone="bpr", item_repr="id", dim=256, epochs=1,
+                             progress=False)  # 1,300 x 256 float32 weights
+
+
+def test_read_only_run_folder_fails_before_training(tmp_path, monkeypatch):
+    monkeypatch.setenv("MOTOR_RUNS", str(tmp_path / "runs"))
+    cfg = motor.RunConfig(dataset="synthetic", backbone="bpr", item_repr="id", epochs=1)
+    folder = tmp_path / "runs" / cfg.run_id()
+    folder.mkdir(parents=True)
+    import tempfile
+
+    real = tempfile.TemporaryFile
+
+    def read_only(*args, dir=None, **kwargs):  # what chmod 555 gives a user other than root
+        if dir is not None and Path(dir) == folder:
+            raise PermissionError(13, "Permission denied", str(folder))
+        return real(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", read_only)
     _no_training(monkeypatch)
-    with pytest.raises(OSError, match="only 1 MB free"):
-        motor.experiment.run(dataset="synthetic", backbone="bpr", item_repr="id", epochs=1, progress=False)
+    with pytest.raises(OSError, match=rf"run {cfg.run_id()}: its folder .* is not writable .*Fix: make it "
+                                      r"writable \(chmod -R u\+w"):
+        motor.experiment.run(cfg, progress=False)
 
 
 def test_a_failed_save_names_the_folder_and_leaves_no_complete_run(tmp_path, monkeypatch):

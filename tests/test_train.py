@@ -145,3 +145,30 @@ def test_negatives_are_uniform_over_the_non_positives():
     allowed = np.setdiff1d(np.arange(n_items), positives)
     assert counts[positives].sum() == 0 and (counts[allowed] > 0).all()
     assert stats.chisquare(counts[allowed]).pvalue > 1e-3
+
+
+def test_a_user_with_every_item_is_named_before_training():
+    from motor.data import from_interactions
+
+    users = np.r_[np.zeros(5, int), np.ones(2, int), 2 * np.ones(3, int)]
+    items = np.r_[np.arange(5), [0, 1], [2, 3, 4]]
+    ds = from_interactions("full", users, items, np.zeros(10), 3, 5, user_ids=np.array([10, 11, 12]))
+    model = build("bpr", ds, build_item_repr("id", ds.n_items, 8), dim=8)
+    with pytest.raises(ValueError, match=r"dataset 'full': user\(s\) \[10\] interacted with every one of its 5 "
+                                         r"items in training.*Fix: drop those users"):
+        train(model, ds, epochs=1, progress=False)
+    keys = train_keys(ds.train)
+    with pytest.raises(RuntimeError, match=r"could not sample negatives for user rows \[0\].*Fix: drop"):
+        sample_negatives(np.zeros(3, int), 5, keys, np.random.default_rng(0))
+
+
+def test_a_checkpoint_missing_an_entry_names_it(tmp_path, small_synth):
+    from motor.train import CheckpointError, TrainConfig, checkpoint_bytes, run_description, trainer_settings
+
+    model = build("bpr", small_synth, build_item_repr("id", small_synth.n_items, 8), dim=8)
+    cfg = TrainConfig(epochs=1, checkpoint=str(tmp_path / "ck.pt"), progress=False)
+    desc = run_description(model, small_synth, cfg, trainer_settings(model, None, None))
+    (tmp_path / "ck.pt").write_bytes(checkpoint_bytes({"model": model.state_dict(), "epoch": 0}, desc))
+    with pytest.raises(CheckpointError, match=r"ck.pt lacks the entries \['optimizer', 'history', 'best', "
+                                              r"'np_rng', 'edge_rng', 'torch_rng'\].*Fix: delete"):
+        train(model, small_synth, cfg, resume=True)

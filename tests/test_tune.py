@@ -328,3 +328,160 @@ def test_progress_lines_one_per_trial_in_small_searches_and_sparse_in_large_ones
     lines = finish(200, lambda i: 0.5 if i == 120 else 0.1)  # improvements at trials 0 and 120, then the end
     assert len(lines) == 3
     assert lines[-1].startswith("[tune] 200/200 trials done") and "0.5000 (t120)" in lines[-1]
+
+
+# ---- the metric, a search that selects nothing, and what a search leaves behind ----
+
+
+@pytest.mark.parametrize("metric", ["recall@x", "recall", "nope@20", "recall@50"])
+def test_metric_is_checked_before_anything_runs(metric, monkeypatch, capsys):
+    monkeypatch.setattr(tune_ray, "_run_trials", lambda *a, **k: pytest.fail("trials started"))
+    with pytest.raises(ValueError, match=rf"metric '{metric}' is not a valid metric.*'recall@20'"):
+        tune("synthetic", "bpr", "id", {"reg_weight": [1e-3]}, epochs=1, metric=metric)
+    from motor.cli import main
+
+    assert main(["tune", "--backbone", "bpr", "--item-repr", "id", "--metric", metric]) == 2
+    assert f"metric '{metric}' is not a valid metric" in capsys.readouterr().err
+
+
+def _watch_ray(monkeypatch, fail: bool = False) -> dict:
+    """Wrap the search's Ray Tune call: note its work folder and the processes under this one while Ray is up
+    (Ray's own and its workers); ``fail``: raise there, as an interrupted search would."""
+    import psutil
+
+    seen = {}
+    real_fit = tune_ray._fit
+
+    def fit(todo, workdir, *args, **kwargs):
+        seen["workdir"] = Path(workdir)
+        seen["procs"] = psutil.Process().children(recursive=True)
+        assert seen["procs"], "Ray started no process"
+        if fail:
+            raise KeyboardInterrupt("interrupted")
+        grid = real_fit(todo, workdir, *args, **kwargs)
+        seen["procs"] += psutil.Process().children(recursive=True)
+        return grid
+
+    monkeypatch.setattr(tune_ray, "_fit", fit)
+    return seen
+
+
+def _nothing_left(seen: dict) -> None:
+    """Every process seen while Ray was up has ended, and the search's temp folder is gone."""
+    import time
+
+    import psutil
+
+    deadline = time.monotonic() + 30
+    alive = seen["procs"]
+    while alive and time.monotonic() < deadline:
+        alive = [p for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        time.sleep(0.5)
+    assert not alive, [" ".join(p.cmdline()[:3]) for p in alive]
+    assert not seen["workdir"].exists()
+    mine = [p for p in psutil.process_iter(["cmdline"]) if str(seen["workdir"]) in " ".join(p.info["cmdline"] or [])]
+    assert not mine
+
+
+def test_a_search_leaves_no_ray_process_or_folder_behind(tmp_path, monkeypatch):
+    shutdown()
+    monkeypatch.setenv("MOTOR_RUNS", str(tmp_path / "runs"))
+    seen = _watch_ray(monkeypatch)
+    trials, selected = tune("synthetic", "bpr", "id", {"reg_weight": [1e-3]}, epochs=1, num_cpus=1,
+                            progress=False)
+    assert list(trials.status) == ["trained"] and selected.run_ids.iloc[0] == tuple(trials.run_id)
+    _nothing_left(seen)
+
+
+def test_a_search_that_selects_nothing_says_so_and_leaves_nothing_behind(tmp_path, monkeypatch, capsys):
+    shutdown()
+    monkeypatch.setenv("MOTOR_RUNS", str(tmp_path / "runs"))
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the trials' registry should be")
+    env = tune_ray._paths_env()
+    monkeypatch.setattr(tune_ray, "_paths_env", lambda: {**env, "MOTOR_RUNS": str(blocked)})  # every trial fails
+    seen = _watch_ray(monkeypatch)
+    with pytest.raises(tune_plan.TuneError, match=r"selected nothing on valid recall@20 for synthetic/bpr/id: "
+                                                    r"2 trials \(2 error\); first error: .*not-a-folder.*Fix:") as err:
+        tune("synthetic", "bpr", "id", {"reg_weight": [1e-3, 1e-4]}, epochs=1, num_cpus=1, progress=False)
+    assert list(err.value.trials.status) == ["error", "error"]
+    _nothing_left(seen)
+    # the CLI: the trials and the reason on stderr, a failing exit status
+    seen = _watch_ray(monkeypatch)
+    from motor.cli import main
+
+    assert main(["tune", "--dataset", "synthetic", "--backbone", "bpr", "--item-repr", "id", "--space",
+                 '{"reg_weight": [1e-3]}', "--epochs", "1", "--num-cpus", "1", "--quiet"]) == 1
+    assert "motor tune: error: the search selected nothing" in capsys.readouterr().err
+    _nothing_left(seen)
+
+
+def test_an_interrupted_search_leaves_nothing_behind(tmp_path, monkeypatch):
+    shutdown()
+    monkeypatch.setenv("MOTOR_RUNS", str(tmp_path / "runs"))
+    seen = _watch_ray(monkeypatch, fail=True)
+    with pytest.raises(KeyboardInterrupt):
+        tune("synthetic", "bpr", "id", {"reg_weight": [1e-3]}, epochs=1, num_cpus=1, progress=False)
+    _nothing_left(seen)
+
+
+def test_a_damaged_trial_run_is_named_and_trained_again(tmp_path, monkeypatch):
+    monkeypatch.setenv("MOTOR_RUNS", str(tmp_path / "runs"))
+    trials = plan("synthetic", "bpr", "id", {"reg_weight": [1e-3, 1e-4]}, epochs=1)
+    for t in trials:
+        run(t.config, progress=False, keep_model=False)
+    damaged = runs.run_path(trials[1].run_id) / "metrics.json"
+    damaged.write_text('{"valid": {"recall@20": 0.1,')
+    launched = []
+    monkeypatch.setattr(tune_ray, "_launch", lambda todo, **k: launched.append(todo) or {})
+    with pytest.warns(UserWarning, match=rf"run {trials[1].run_id}: {damaged} cannot be read .*The trial is "
+                                         "trained again"):
+        table, selected = tune("synthetic", "bpr", "id", {"reg_weight": [1e-3, 1e-4]}, epochs=1, progress=False)
+    assert [t.run_id for t in launched[0]] == [trials[1].run_id]
+    assert list(table.status) == ["reused", "not_run"] and selected.run_ids.iloc[0] == (trials[0].run_id,)
+
+
+@pytest.mark.parametrize("content", ["[1, 2]", "null", '{"some-run": "stopped"}', '{"r": {"settings": 3}}', "{"])
+def test_a_malformed_asha_record_is_named_and_ignored(tmp_path, monkeypatch, content):
+    monkeypatch.setenv("MOTOR_RUNS", str(tmp_path / "runs"))
+    path = tmp_path / "runs" / runs.TUNE_STOPS_FILE
+    path.parent.mkdir(parents=True)
+    path.write_text(content)
+    with pytest.warns(UserWarning, match=rf"{path}: .*those trials run again. Fix: delete the file"):
+        assert runs.read_tune_stops() == {}
+    with pytest.warns(UserWarning, match=str(path)):  # a later record replaces the malformed one
+        runs.record_tune_stops({"a-run": {"best_valid": 0.1, "epochs_run": 2}}, {"metric": "recall@20"})
+    assert runs.read_tune_stops() == {"a-run": {"settings": {"metric": "recall@20"}, "best_valid": 0.1,
+                                                      "epochs_run": 2}}
+
+
+def test_a_killed_search_leaves_nothing_a_later_search_keeps(tmp_path):
+    """``kill -9`` of a search's process: the next search ends that Ray's processes and removes its folder."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    code = ("import os, sys, time, tempfile\nfrom pathlib import Path\nimport motor.tune\n"
+            "import importlib; t = importlib.import_module('motor.tune.ray')\n"
+            "w = Path(tempfile.mkdtemp(prefix=f'motor-tune-{os.getpid()}-'))\n"
+            "t._init_ray(None, 1, 1, w / 'r')\nprint(w, flush=True)\ntime.sleep(600)\n")
+    driver = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    try:
+        workdir = Path(driver.stdout.readline().strip())
+        assert workdir.name.startswith(f"motor-tune-{driver.pid}-")
+        left = tune_ray._ray_processes(workdir)
+        assert left  # Ray's processes, found by their folder
+    finally:
+        driver.send_signal(signal.SIGKILL)
+        driver.wait()
+    time.sleep(1.0)
+    tune_ray._clean_stale()
+    deadline = time.monotonic() + 20
+    while tune_ray._ray_processes(workdir) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert tune_ray._ray_processes(workdir) == [] and not workdir.exists()
+    for pid in left:  # those processes are gone (or zombies of a reaped parent)
+        assert not os.path.exists(f"/proc/{pid}") or "Z" in Path(f"/proc/{pid}/stat").read_text().split(")")[1][:3]

@@ -49,6 +49,8 @@ from .plan import (
     COMPLETE,
     N_TOKENS_SPACE,
     Tuned,
+    TuneError,
+    check_metric,
     check_space,
     default_space,
     grid_points,
@@ -58,6 +60,7 @@ from .plan import (
 )
 from .ray import STOPS_FILE, asha_settings, record_stops, recorded_stops, shutdown, tune, tune_seeds
 
-__all__ = ["BUDGETS", "COMPLETE", "N_TOKENS_SPACE", "STOPS_FILE", "Tuned", "asha_settings", "check_space",
+__all__ = ["BUDGETS", "COMPLETE", "N_TOKENS_SPACE", "STOPS_FILE", "TuneError", "Tuned", "asha_settings",
+           "check_metric", "check_space",
            "default_space", "grid_points", "plan", "record_stops", "recorded_stops", "select", "shutdown",
            "trials_frame", "tune", "tune_seeds"]

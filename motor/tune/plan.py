@@ -16,6 +16,7 @@ import pandas as pd
 from .. import runs
 from ..backbones import BASELINES, REGISTRY
 from ..config import RunConfig
+from ..evaluate import DEFAULT_KS
 
 N_TOKENS_SPACE = [2, 4, 8, 16]  # paper section 4.4: D per modality, K = 256
 BUDGETS = ("grid", "asha")
@@ -262,3 +263,40 @@ def select(trials: pd.DataFrame, plan_: list[_Trial], metric: str = "recall@20")
                      **{f"test_{k}": float(v) for k, v in tests.items() if k != "n_users"},
                      "config": t0.config})
     return pd.DataFrame(rows)
+
+
+class TuneError(RuntimeError):
+    """A search selected nothing; ``trials`` holds the trial table (statuses and errors)."""
+
+    def __init__(self, message: str, trials: pd.DataFrame | None = None):
+        super().__init__(message)
+        self.trials = trials
+
+
+def check_metric(metric) -> str:
+    """``metric`` if it is a valid metric every run records (``recall@20``, ``ndcg@10``, ...), else a ValueError
+    listing those."""
+    names = [f"{m}@{k}" for m in ("recall", "ndcg", "precision", "hit") for k in DEFAULT_KS]
+    if metric not in names:
+        raise ValueError(f"metric {metric!r} is not a valid metric that runs record; use one of {names} "
+                         "(e.g. metric='recall@20').")
+    return metric
+
+
+def refuse_empty_selection(table: pd.DataFrame, selected: pd.DataFrame, metric: str) -> None:
+    """A :class:`TuneError` naming each (dataset, backbone, item_repr) for which no point was selected, with the
+    trials' statuses and first error."""
+    empty = selected[[not ids for ids in selected.run_ids]] if len(selected) else selected
+    if len(selected) and empty.empty:
+        return
+    lines = []
+    for row in empty.itertuples(index=False):
+        g = table[(table.dataset == row.dataset) & (table.backbone == row.backbone)
+                  & (table.item_repr == row.item_repr)]
+        errors = [e for e in g.get("error", pd.Series(dtype=object)).dropna() if e]
+        counts = ", ".join(f"{n} {s}" for s, n in g.status.value_counts().items())
+        lines.append(f"{row.dataset}/{row.backbone}/{row.item_repr}: {len(g)} trials ({counts})"
+                     + (f"; first error: {errors[0]}" if errors else ""))
+    raise TuneError(f"the search selected nothing on valid {metric} for " + "; ".join(lines or ["any trial"])
+                    + ". Fix: look at the trials' errors (TuneError.trials), fix their cause (data, settings, "
+                    "space) and run the search again (saved trials are reused).", table)

@@ -8,11 +8,14 @@ import json
 import math
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, replace
+from pathlib import Path
 
 import pandas as pd
 import torch
@@ -22,7 +25,18 @@ from ..cache import cache_dir
 from ..config import RunConfig
 from ..data import data_root
 from ..experiment import get_dataset, run, run_tokens
-from .plan import COMPLETE, Tuned, _format_point, _test_metrics, _Trial, plan, select, trials_frame
+from .plan import (
+    COMPLETE,
+    Tuned,
+    _format_point,
+    _test_metrics,
+    _Trial,
+    check_metric,
+    plan,
+    refuse_empty_selection,
+    select,
+    trials_frame,
+)
 
 STOPS_FILE = runs.TUNE_STOPS_FILE  # the name before issue 25
 
@@ -41,6 +55,7 @@ def tune(dataset: str | Sequence[str], backbone: str | Sequence[str], item_repr:
     ``progress``: trials done / total, best valid so far and ETA on stderr; ``run_kwargs``: fixed RunConfig fields
     (``split``, ``patience``, ``hparams`` ...). Returns :class:`Tuned` (trials, selected); see the module doc.
     """
+    metric = check_metric(metric)  # before anything runs: a typo must not cost a search
     if gpus_per_trial and "device" not in run_kwargs:
         run_kwargs["device"] = "cuda"
     trials = plan(dataset, backbone, item_repr, space, epochs=epochs, seeds=seeds, budget=budget,
@@ -48,7 +63,9 @@ def tune(dataset: str | Sequence[str], backbone: str | Sequence[str], item_repr:
     outcome = _run_trials(trials, budget=budget, address=address, num_cpus=num_cpus, cpus_per_trial=cpus_per_trial,
                           gpus_per_trial=gpus_per_trial, metric=metric, reuse=reuse, progress=progress, asha=asha)
     table = trials_frame(trials, outcome, metric)
-    return Tuned(table, select(table, trials, metric))
+    selected = select(table, trials, metric)
+    refuse_empty_selection(table, selected, metric)
+    return Tuned(table, selected)
 
 
 def _run_trials(trials: list[_Trial], *, budget="grid", address=None, num_cpus=None, cpus_per_trial=1,
@@ -62,7 +79,7 @@ def _run_trials(trials: list[_Trial], *, budget="grid", address=None, num_cpus=N
         rid = t.run_id
         if rid in outcome or rid in todo:
             continue
-        if reuse and runs.exists(rid):
+        if reuse and runs.exists(rid) and _readable(rid):
             outcome[rid] = {"status": "reused"}
         elif stops and recorded.get(rid, {}).get("settings") == stops:
             outcome[rid] = {"status": "stopped_early", "recorded": True, **{
@@ -83,6 +100,16 @@ def _run_trials(trials: list[_Trial], *, budget="grid", address=None, num_cpus=N
             runs.record_tune_stops({rid: o for rid, o in new.items() if o["status"] == "stopped_early"}, stops)
         outcome.update(new)
     return outcome
+
+
+def _readable(run_id: str) -> bool:
+    """Whether a saved trial's metrics can be read; a warning names the damaged file (the trial runs again)."""
+    try:
+        runs.read_metrics(run_id)
+    except runs.RunReadError as exc:
+        warnings.warn(f"{exc} The trial is trained again.", stacklevel=3)
+        return False
+    return True
 
 
 def _asha_options(max_epochs: int, asha: dict | None) -> dict:
@@ -125,31 +152,36 @@ def _thread_env(n: int) -> dict[str, str]:
     return {v: str(n) for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
 
 
-def _init_ray(address: str | None, num_cpus: int | None, threads: int) -> str:
-    """Connect to ``address`` / ``$RAY_ADDRESS`` or start a local Ray (kept for later calls in this process)."""
+def _init_ray(address: str | None, num_cpus: int | None, threads: int, temp_dir: Path) -> tuple[str, bool]:
+    """Connect to ``address`` / ``$RAY_ADDRESS`` or start a local Ray with its session files under ``temp_dir``;
+    (where trials run, whether this call started it: the caller shuts it down). A Ray the caller already
+    initialised is used as it is. A local start never joins a Ray left running by another process (a killed
+    search's, another user's): ``address="local"`` always starts this search's own."""
     import ray
 
     address = address or os.environ.get("RAY_ADDRESS")
     if ray.is_initialized():
-        return "Ray (already running)"
+        return "Ray (already running)", False
     opts = {"include_dashboard": False, "log_to_driver": False, "logging_level": "ERROR",
             "runtime_env": {"env_vars": _thread_env(threads)}}
     if address:
         ray.init(address=address, **opts)
-        return f"Ray cluster at {address}"
+        return f"Ray cluster at {address}", True
     cpus = num_cpus or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
     for attempt in range(1, 4):
         try:
-            ray.init(num_cpus=cpus, object_store_memory=256 * 2**20, **opts)
+            ray.init(address="local", num_cpus=cpus, object_store_memory=256 * 2**20, _temp_dir=str(temp_dir),
+                     **opts)
             break
         except Exception as err:  # Ray raises a plain Exception when its node does not come up in time
             # the raylet gives Ray's Python agents 15 s to start; on a loaded machine they can miss it, and a retry
             # finds their modules in the page cache
             ray.shutdown()
+            _end_processes(temp_dir, wait=2.0)  # a failed start leaves its GCS and monitor running
             if attempt == 3 or "timed out during startup" not in str(err):
                 raise
             print(f"[tune] local Ray did not start ({err}); retrying ({attempt + 1}/3)", file=sys.stderr, flush=True)
-    return f"local Ray, {cpus} CPUs"
+    return f"local Ray, {cpus} CPUs", True
 
 
 @contextlib.contextmanager
@@ -177,16 +209,38 @@ def shutdown() -> None:
 
 def _launch(todo: list[_Trial], *, budget, address, num_cpus, cpus_per_trial, gpus_per_trial, metric, reuse,
             progress, asha) -> dict[str, dict]:
-    """Run ``todo`` through Ray Tune; every finished trial's run must then be in the registry."""
-    from ray import tune as ray_tune
-    from ray.tune.schedulers import ASHAScheduler
-
+    """Run ``todo`` through Ray Tune; every finished trial's run must then be in the registry. Ray's processes
+    and temp folder live as long as this call, also when it ends by an exception."""
     if cpus_per_trial < 1:
         raise ValueError(f"cpus_per_trial must be >= 1, got {cpus_per_trial}")
     local = not (address or os.environ.get("RAY_ADDRESS"))
     if local:
         _prepare(todo)
-    where = _init_ray(address, num_cpus, cpus_per_trial)
+    _clean_stale()  # what a killed search left: never reused, removed now
+    workdir = Path(tempfile.mkdtemp(prefix=f"motor-tune-{os.getpid()}-"))  # Ray's session files, Tune's results
+    try:
+        where, started = _init_ray(address, num_cpus, cpus_per_trial, workdir / "r")
+        try:
+            grid = _fit(todo, workdir, where, budget=budget, cpus_per_trial=cpus_per_trial,
+                        gpus_per_trial=gpus_per_trial, metric=metric, reuse=reuse, progress=progress, asha=asha)
+            return _outcome(todo, grid)
+        finally:
+            if started:  # the Ray this search started or joined: stopped, with all its processes
+                import ray
+
+                ray.shutdown()
+                if "local" in where:
+                    _end_processes(workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _fit(todo: list[_Trial], workdir: Path, where: str, *, budget, cpus_per_trial, gpus_per_trial, metric, reuse,
+         progress, asha):
+    """Ray Tune's result grid of ``todo`` (Ray is running)."""
+    from ray import tune as ray_tune
+    from ray.tune.schedulers import ASHAScheduler
+
     payload = [{"run": asdict(t.config), "label": f"{t.backbone}/{t.item_repr} {_format_point(t.values)} s{t.seed}"}
                for t in todo]
     settings = {"env": _paths_env(), "threads": int(cpus_per_trial), "metric": metric, "reuse": reuse}
@@ -197,7 +251,7 @@ def _launch(todo: list[_Trial], *, budget, address, num_cpus, cpus_per_trial, gp
         # the run's final report comes one iteration after its last epoch: max_t past it, so ASHA never stops a
         # trial between its last epoch and the moment its run is saved
         scheduler = ASHAScheduler(metric="best_valid", mode="max", max_t=max_epochs + 1, **opts)
-    storage = tempfile.mkdtemp(prefix="motor-tune-")
+    storage = str(workdir / "results")
     reporter = _progress_callback(len(todo), payload, metric, where) if progress else None
     trainable = ray_tune.with_resources(ray_tune.with_parameters(_trial, payload=payload, settings=settings),
                                         {"cpu": cpus_per_trial, "gpu": gpus_per_trial})
@@ -210,9 +264,14 @@ def _launch(todo: list[_Trial], *, budget, address, num_cpus, cpus_per_trial, gp
     try:
         # no per-trial CSV / JSON / TensorBoard files; the classic reporter, which verbose=0 silences
         with _environ({"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1", "RAY_AIR_NEW_OUTPUT": "0"}):
-            grid = tuner.fit()
+            return tuner.fit()
     finally:
-        shutil.rmtree(storage, ignore_errors=True)
+        if reporter:
+            reporter.close()
+
+
+def _outcome(todo: list[_Trial], grid) -> dict[str, dict]:
+    """{run_id: {"status", ...}} of the trials Ray ran; every finished trial's run must be in the registry."""
     outcome = {}
     for result in grid:
         t = todo[result.config["i"]]
@@ -229,9 +288,79 @@ def _launch(todo: list[_Trial], *, budget, address, num_cpus, cpus_per_trial, gp
         else:
             outcome[t.run_id] = {"status": "stopped_early", "best_valid": metrics.get("best_valid"),
                                  "epochs_run": metrics.get("epoch")}
-    if reporter:
-        reporter.close()
     return outcome
+
+
+def _ray_processes(folder: Path) -> list[int]:
+    """Pids of the processes of a local Ray whose session files are under ``folder``: those whose command line
+    names it, this process's descendants that are Ray's (``ray::...`` workers and agents rename themselves), and
+    ``ray::`` processes with a file open under it (a killed search's agents). Linux (/proc) only; elsewhere []."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return []
+    cmd, parent = {}, {}
+    for entry in proc.iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                cmd[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                parent[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+
+    def mine(pid: int) -> bool:
+        seen = set()
+        while pid > 1 and pid not in seen:
+            seen.add(pid)
+            pid = parent.get(pid, 0)
+            if pid == os.getpid():
+                return True
+        return False
+
+    def uses(pid: int) -> bool:  # an open file under the folder (Ray's agents keep their logs open there)
+        with contextlib.suppress(OSError):
+            return any(os.readlink(f).startswith(me) for f in (proc / str(pid) / "fd").iterdir())
+        return False
+
+    me = str(folder)
+    return [pid for pid, c in cmd.items() if pid != os.getpid() and c.strip() and (
+        me in c or (mine(pid) and (c.startswith("ray::") or f"{os.sep}ray{os.sep}" in c))
+        or (c.startswith("ray::") and uses(pid)))]
+
+
+def _end_processes(folder: Path, wait: float = 10.0) -> None:
+    """End what is left of the local Ray under ``folder`` (what ``ray.shutdown`` missed, or a failed start left):
+    SIGTERM, then SIGKILL after ``wait`` seconds."""
+    deadline = time.monotonic() + wait
+    pids = _ray_processes(folder)
+    while pids and time.monotonic() < deadline:  # ray.shutdown's own stop first: give it a moment
+        time.sleep(0.2)
+        pids = _ray_processes(folder)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                os.kill(pid, sig)
+        if sig == signal.SIGTERM:
+            time.sleep(1.0)
+            pids = _ray_processes(folder)
+
+
+def _clean_stale() -> None:
+    """End the Ray processes and remove the ``motor-tune-<pid>-*`` folders of searches whose process is gone
+    (killed with ``kill -9``, so its own cleanup never ran)."""
+    for folder in Path(tempfile.gettempdir()).glob("motor-tune-*-*"):
+        pid = folder.name.split("-")[2]
+        if not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
+            continue
+        _end_processes(folder, wait=0.0)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _trial(config: dict, payload: list[dict], settings: dict) -> None:
