@@ -221,9 +221,8 @@ def tcn_forward(tables, w, proj, bias, ids, starts, one, t, out) -> None:
     acc_one, acc_sq, acc_pre = np.empty(d, np.float32), np.empty(d, np.float32), np.empty(d, np.float32)
     for i in range(n):
         for m in range(starts.shape[0] - 1):
-            acc_one[:] = 0
-            acc_sq[:] = 0
-            acc_pre[:] = 0
+            for k in range(d):
+                acc_one[k] = acc_sq[k] = acc_pre[k] = 0
             for x in range(starts[m], starts[m + 1]):
                 r, wx = ids[i, x], w[x]
                 for k in range(d):
