@@ -9,7 +9,7 @@ epoch callbacks minus that of its evaluation call); the first epoch is a warm-up
 order swapped each round, and the 1-minute load average is recorded before every process: on a shared machine the
 ratios of processes run side by side are the robust figures.
 
-    python benchmarks/bench_tcn.py --base f35b062 [--backbones bpr lightgcn] [--rounds 3] [--epochs 6]
+    python benchmarks/bench_tcn.py --base f35b062 [--backbones tcn bpr lightgcn] [--rounds 4] [--epochs 6]
 """
 import argparse
 import json
@@ -61,6 +61,29 @@ def child(backbone: str, kind: str, dataset: str, epochs: int) -> dict:
             "loss": float(h["loss"].iloc[-1]), "motor": motor.__file__, "threads": torch.get_num_threads()}
 
 
+def child_tcn(dataset: str, calls: int) -> dict:
+    """One timed process: the all-items Token Cross Network ("ms") forward + backward alone, per call (ms)."""
+    import torch
+
+    torch.set_num_threads(1)
+    import motor
+    from motor.item_repr import build_item_repr
+    from motor.tokenizer import n_centroids_of
+
+    ds = motor.load(dataset)
+    tok = motor.tokenize(ds, 4)
+    torch.manual_seed(0)
+    rep = build_item_repr("ms", ds.n_items, 64, token_ids=tok, n_centroids=n_centroids_of(tok))
+    g = torch.randn(ds.n_items, 64, generator=torch.Generator().manual_seed(0))
+    for _ in range(20):  # warm-up: numba's cache load, allocator
+        rep().backward(g)
+    t, c = time.perf_counter(), time.process_time()
+    for _ in range(calls):
+        rep().backward(g)
+    return {"wall": (time.perf_counter() - t) / calls * 1e3, "cpu": (time.process_time() - c) / calls * 1e3,
+            "loss": float(rep.tables.grad.abs().sum()), "motor": motor.__file__}
+
+
 def run_child(tree: Path, backbone: str, kind: str, dataset: str, epochs: int) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
            "PYTHONPATH": str(tree)}
@@ -86,6 +109,15 @@ def fmt(values: list[float]) -> str:
 
 def report(results: list[dict]) -> None:
     """Markdown table: per backbone and side, median (range) seconds per epoch and the ms/id ratios of medians."""
+    micro = [r for r in results if r["backbone"] == "tcn"]
+    if micro:
+        print("| TCN forward + backward, all items | code | wall ms per call | CPU ms per call | n |")
+        print("|---|---|---|---|---|")
+        for side in ("before", "after"):
+            rs = [r for r in micro if r["side"] == side]
+            print(f"| ms | {side} | {fmt([r['wall'] for r in rs])} | {fmt([r['cpu'] for r in rs])} | {len(rs)} |")
+        print()
+        results = [r for r in results if r["backbone"] != "tcn"]
     print("| backbone | code | id wall s | ms wall s | ms/id wall | id CPU s | ms CPU s | ms/id CPU | n |")
     print("|---|---|---|---|---|---|---|---|---|")
     for bb in dict.fromkeys(r["backbone"] for r in results):
@@ -97,22 +129,24 @@ def report(results: list[dict]) -> None:
                   f" | {med['ms', 'wall'] / med['id', 'wall']:.2f}× | {fmt([r['cpu'] for r in cell['id']])}"
                   f" | {fmt([r['cpu'] for r in cell['ms']])} | {med['ms', 'cpu'] / med['id', 'cpu']:.2f}×"
                   f" | {len(cell['id'])}, {len(cell['ms'])} |")
-    loads = [r["load"] for r in results]
-    print(f"\n{len(results)} processes; 1-minute load average before each: median {np.median(loads):.2f} "
+    loads = [r["load"] for r in results + micro]
+    print(f"\n{len(results) + len(micro)} processes; 1-minute load average before each: median {np.median(loads):.2f} "
           f"(range {min(loads):.2f}–{max(loads):.2f}); CPU: {cpu_model()}, {os.cpu_count()} cpus")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--base", help="commit to compare against (the 'before' side)")
-    ap.add_argument("--backbones", nargs="+", default=["bpr", "lightgcn"])
+    ap.add_argument("--backbones", nargs="+", default=["bpr", "lightgcn"],
+                    help="'tcn': the Token Cross Network's forward + backward alone, ms per call")
     ap.add_argument("--dataset", default="ml100k")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--epochs", type=int, default=6, help="epochs per process, the first a warm-up")
     ap.add_argument("--child", nargs=3, default=None)
     a = ap.parse_args()
     if a.child:
-        print(json.dumps(child(*a.child, a.epochs)))
+        bb, kind, dataset = a.child
+        print(json.dumps(child_tcn(dataset, 300) if bb == "tcn" else child(bb, kind, dataset, a.epochs)))
         return
     if not a.base:
         ap.error("--base is required")
@@ -127,7 +161,7 @@ def main() -> None:
             sides = ["before", "after"] if rnd % 2 == 0 else ["after", "before"]
             for bb in a.backbones:
                 for side in sides:
-                    for kind in ("id", "ms"):
+                    for kind in ("id", "ms") if bb != "tcn" else ("ms",):
                         rec = run_child(trees[side], bb, kind, a.dataset, a.epochs)
                         results.append({**rec, "backbone": bb, "side": side, "kind": kind, "round": rnd})
                         print(f"# round {rnd} {bb:<9} {side:<6} {kind}: wall {rec['wall']:.3f} s, "

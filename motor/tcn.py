@@ -7,7 +7,10 @@
   d-column block ``W_x e_x``), so they are computed once per *token* (P x K rows, :func:`token_rows`) and summed
   per item by one ``embedding_bag``; the hand-written backward scatters with one product by the transposed
   item-token incidence matrix and avoids the slice / concatenate bookkeeping that dominated autograd's version.
-  Tested against the direct form and a naive loop.
+  For the default one-layer tanh networks on contiguous float32 CPU tensors, everything per item (gather, second
+  order, tanh layer, sum over bags, and the backward's scatter) is one serial numba pass each way
+  (:mod:`motor.kernels`), between the first layer's block products. Tested against the direct form in float64 and
+  a naive loop, and for equal floats under 1 and 2 threads.
 """
 from __future__ import annotations
 
