@@ -118,6 +118,15 @@ def report(results: list[dict]) -> None:
             print(f"| ms | {side} | {fmt([r['wall'] for r in rs])} | {fmt([r['cpu'] for r in rs])} | {len(rs)} |")
         print()
         results = [r for r in results if r["backbone"] != "tcn"]
+    if results:
+        epoch_table(results)
+    loads = [r["load"] for r in results + micro]
+    print(f"\n{len(results) + len(micro)} processes; 1-minute load average before each: median {np.median(loads):.2f} "
+          f"(range {min(loads):.2f}–{max(loads):.2f}); CPU: {cpu_model()}, {os.cpu_count()} cpus")
+
+
+def epoch_table(results: list[dict]) -> None:
+    """Per backbone and side: median (range) seconds per epoch, and ms/id as a ratio of medians."""
     print("| backbone | code | id wall s | ms wall s | ms/id wall | id CPU s | ms CPU s | ms/id CPU | n |")
     print("|---|---|---|---|---|---|---|---|---|")
     for bb in dict.fromkeys(r["backbone"] for r in results):
@@ -129,9 +138,6 @@ def report(results: list[dict]) -> None:
                   f" | {med['ms', 'wall'] / med['id', 'wall']:.2f}× | {fmt([r['cpu'] for r in cell['id']])}"
                   f" | {fmt([r['cpu'] for r in cell['ms']])} | {med['ms', 'cpu'] / med['id', 'cpu']:.2f}×"
                   f" | {len(cell['id'])}, {len(cell['ms'])} |")
-    loads = [r["load"] for r in results + micro]
-    print(f"\n{len(results) + len(micro)} processes; 1-minute load average before each: median {np.median(loads):.2f} "
-          f"(range {min(loads):.2f}–{max(loads):.2f}); CPU: {cpu_model()}, {os.cpu_count()} cpus")
 
 
 def main() -> None:
@@ -164,8 +170,10 @@ def main() -> None:
                     for kind in ("id", "ms") if bb != "tcn" else ("ms",):
                         rec = run_child(trees[side], bb, kind, a.dataset, a.epochs)
                         results.append({**rec, "backbone": bb, "side": side, "kind": kind, "round": rnd})
-                        print(f"# round {rnd} {bb:<9} {side:<6} {kind}: wall {rec['wall']:.3f} s, "
-                              f"CPU {rec['cpu']:.3f} s, load {rec['load']:.2f}, loss {rec['loss']:.5f}", flush=True)
+                        unit = "ms per call" if bb == "tcn" else "s per epoch"
+                        print(f"# round {rnd} {bb:<9} {side:<6} {kind}: wall {rec['wall']:.3f}, CPU {rec['cpu']:.3f} "
+                              f"{unit}, load {rec['load']:.2f}, loss (tcn: gradient sum) {rec['loss']:.5f}",
+                              flush=True)
     report(results)
 
 
