@@ -62,6 +62,28 @@ def _diff_dot(a, b, c) -> float:
 
 
 @numba.njit(**_JIT)
+def _dot(a, b) -> float:
+    """a . b for float32 rows of equal length, in the order of :func:`_diff_dot`."""
+    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = np.float32(0.0)
+    d = a.shape[0]
+    k = 0
+    while k + 8 <= d:
+        s0 += a[k] * b[k]
+        s1 += a[k + 1] * b[k + 1]
+        s2 += a[k + 2] * b[k + 2]
+        s3 += a[k + 3] * b[k + 3]
+        s4 += a[k + 4] * b[k + 4]
+        s5 += a[k + 5] * b[k + 5]
+        s6 += a[k + 6] * b[k + 6]
+        s7 += a[k + 7] * b[k + 7]
+        k += 8
+    while k < d:
+        s0 += a[k] * b[k]
+        k += 1
+    return float(((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7)))
+
+
+@numba.njit(**_JIT)
 def _sum_sq(tab, index) -> float:
     """Sum of the squares of the rows ``tab[index]``: per row eight float32 partial sums, rows summed in float64."""
     total = 0.0
@@ -150,6 +172,35 @@ def as_array(t) -> np.ndarray:
     return t.detach().numpy()
 
 
+# Rational minimax approximation of tanh on [-c, c] (odd degree-13 numerator, even degree-6 denominator; Eigen's
+# float tanh): branch-free, so the loops that use it vectorise; within a few float32 ulps of tanh (tested).
+_TANH_CLAMP, _TANH_TINY = np.float32(7.90531110763549805), np.float32(0.0004)
+_A1, _A3, _A5, _A7 = (np.float32(c) for c in (4.89352455891786e-03, 6.37261928875436e-04, 1.48572235717979e-05,
+                                              5.12229709037114e-08))
+_A9, _A11, _A13 = (np.float32(c) for c in (-8.60467152213735e-11, 2.00018790482477e-13, -2.76076847742355e-16))
+_B0, _B2, _B4, _B6 = (np.float32(c) for c in (4.89352518554385e-03, 2.26843463243900e-03, 1.18534705686654e-04,
+                                              1.19825839466702e-06))
+
+
+@numba.njit(**_JIT)
+def tanh32(x):
+    """tanh of a float32 in float32 arithmetic (the approximation above); NaN stays NaN."""
+    if abs(x) < _TANH_TINY:
+        return x
+    a = min(max(x, -_TANH_CLAMP), _TANH_CLAMP)
+    a2 = a * a
+    p = ((((((_A13 * a2 + _A11) * a2 + _A9) * a2 + _A7) * a2 + _A5) * a2 + _A3) * a2 + _A1) * a
+    q = ((_B6 * a2 + _B4) * a2 + _B2) * a2 + _B0
+    return p / q
+
+
+@numba.njit(**_JIT)
+def tanh_array(x, out) -> None:
+    """``out = tanh32(x)`` elementwise for 1-d float32 arrays (for tests and callers outside the kernels)."""
+    for k in range(x.shape[0]):
+        out[k] = tanh32(x[k])
+
+
 @numba.njit(**_JIT)
 def _add(acc, x) -> None:
     """acc += x for 1-d float32 arrays of equal length (one loop per pair, so the compiler can vectorise it)."""
@@ -158,24 +209,78 @@ def _add(acc, x) -> None:
 
 
 @numba.njit(**_JIT)
-def scatter_bags(g_one, g_sq, g_pre, ids, starts, g_scaled, g_squared, g_proj):
-    """The scatter of the all-items Token Cross Network's backward (:class:`motor.tcn._TanhCross`).
+def tcn_forward(tables, w, proj, bias, ids, starts, one, t, out) -> None:
+    """The all-items Token Cross Network with one-layer tanh networks (:class:`motor.tcn._TanhCross`), forward.
 
-    Adds each (item, bag) gradient of ``g_one``, ``g_pre`` (n, M, d) and ``g_sq`` (n, d, the same for every bag of
-    an item) to the rows of the bag's tokens in ``g_scaled``, ``g_proj`` and ``g_squared`` (R, d, zero-initialised);
-    ``ids`` (n, P) each item's token rows, ``starts`` (M + 1,) the positions of bag m: ``starts[m]:starts[m + 1]``.
-    Items are visited in order, so every token row sums its items in ascending order, as the sparse product by the
-    transposed incidence matrix does (the same floats)."""
-    n = ids.shape[0]
-    n_bags = starts.shape[0] - 1
+    ``tables`` (R, d) token rows (R = P K), ``w`` (P,) position weights, ``proj`` (R, d) each row's first-layer
+    block product ``W_x e``, ``bias`` (M, d) each bag's layer bias, ``ids`` (n, P) each item's token rows, ``starts``
+    (M + 1,) bag m = positions ``starts[m]:starts[m + 1]``. Per item and bag, one pass over its tokens sums
+    ``one = sum w_x e``, ``sq = sum (w_x e)^2`` and ``pre = sum W_x e``; then ``t = tanh(pre + b)`` and the bag's
+    ``one + (one^2 - sq) / 2 + t`` is added to ``out`` (n, d, zero-initialised). ``one`` and ``t`` (n, M, d) are
+    written for the backward. Items, bags and positions are visited in order (serial, a fixed summation order).
+    Rows are indexed in place, not sliced: a slice in the inner loop costs a reference count."""
+    n, d = out.shape
+    half = np.float32(0.5)
+    acc_one, acc_sq, acc_pre = np.empty(d, np.float32), np.empty(d, np.float32), np.empty(d, np.float32)
     for i in range(n):
-        for m in range(n_bags):
-            go, gp = g_one[i, m], g_pre[i, m]
+        for m in range(starts.shape[0] - 1):
+            for k in range(d):
+                acc_one[k] = acc_sq[k] = acc_pre[k] = 0
             for x in range(starts[m], starts[m + 1]):
-                r = ids[i, x]
-                _add(g_scaled[r], go)
-                _add(g_squared[r], g_sq[i])
-                _add(g_proj[r], gp)
+                r, wx = ids[i, x], w[x]
+                for k in range(d):
+                    s = wx * tables[r, k]
+                    acc_one[k] += s
+                    acc_sq[k] += s * s
+                for k in range(d):
+                    acc_pre[k] += proj[r, k]
+            for k in range(d):
+                o, tk = acc_one[k], tanh32(acc_pre[k] + bias[m, k])
+                one[i, m, k] = o
+                t[i, m, k] = tk
+                out[i, k] += o + half * o * o - half * acc_sq[k] + tk
+
+
+@numba.njit(**_JIT)
+def tcn_backward(tables, w, ids, starts, one, t, g, g_scaled, g_proj, g_bias) -> None:
+    """Backward of :func:`tcn_forward` down to the token rows.
+
+    ``g`` (n, d) gradient of ``out``; ``one``, ``t`` (n, M, d) from the forward. Accumulates into zero-initialised
+    ``g_scaled`` (R, d), the gradient of each row's ``w_x e`` (through ``one``: ``g (1 + one)``, and through
+    ``sq``: ``-g/2 x 2 w_x e``), ``g_proj`` (R, d), that of its ``W_x e`` (``g (1 - t^2)``), and ``g_bias`` (M, d).
+    Items are visited in order, so every row sums its items in ascending order (serial, a fixed summation order)."""
+    n, d = g.shape
+    g_one, g_pre = np.empty(d, dtype=np.float32), np.empty(d, dtype=np.float32)
+    for i in range(n):
+        for m in range(starts.shape[0] - 1):
+            for k in range(d):
+                gk, tk = g[i, k], t[i, m, k]
+                g_one[k] = gk + gk * one[i, m, k]
+                g_pre[k] = gk - gk * (tk * tk)
+                g_bias[m, k] += g_pre[k]
+            for x in range(starts[m], starts[m + 1]):
+                r, wx = ids[i, x], w[x]
+                for k in range(d):
+                    g_scaled[r, k] += g_one[k] - (wx * tables[r, k]) * g[i, k]
+                for k in range(d):
+                    g_proj[r, k] += g_pre[k]
+
+
+@numba.njit(**_JIT)
+def tcn_token_grads(tables, w, g_scaled, g_tables, g_w) -> None:
+    """The token-level end of the backward: ``g_tables += w_x g_scaled`` (R, d; ``g_tables`` holds the part through
+    the first layer) and ``g_w[x] = sum_rows g_scaled . e`` (P,) over position x's K rows; per row eight float32
+    partial sums, rows summed in float64 (a fixed order)."""
+    n_pos = w.shape[0]
+    k_rows, d = tables.shape[0] // n_pos, tables.shape[1]
+    for x in range(n_pos):
+        wx = w[x]
+        total = 0.0
+        for r in range(x * k_rows, (x + 1) * k_rows):
+            for k in range(d):
+                g_tables[r, k] += wx * g_scaled[r, k]
+            total += _dot(g_scaled[r], tables[r])
+        g_w[x] = total
 
 
 @numba.njit(**_JIT)

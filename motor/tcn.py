@@ -7,7 +7,10 @@
   d-column block ``W_x e_x``), so they are computed once per *token* (P x K rows, :func:`token_rows`) and summed
   per item by one ``embedding_bag``; the hand-written backward scatters with one product by the transposed
   item-token incidence matrix and avoids the slice / concatenate bookkeeping that dominated autograd's version.
-  Tested against the direct form and a naive loop.
+  For the default one-layer tanh networks on contiguous float32 CPU tensors, everything per item (gather, second
+  order, tanh layer, sum over bags, and the backward's scatter) is one serial numba pass each way
+  (:mod:`motor.kernels`), between the first layer's block products. Tested against the direct form in float64 and
+  a naive loop, and for equal floats under 1 and 2 threads.
 """
 from __future__ import annotations
 
@@ -130,15 +133,20 @@ class _TanhCross(torch.autograd.Function):
     """The whole all-items Token Cross Network for one-layer tanh networks (the default), forward and backward by
     hand: per bag (item, or (item, modality)) ``one + (one^2 - sq) / 2 + tanh(pre + b)`` from the :func:`token_rows`
     sums, summed over an item's bags. ``bias`` (M, d): each bag's network bias; ``item_ids`` (n, P) and ``starts``
-    (M + 1,): each item's token rows and the positions of each bag; other arguments as :class:`_TokenSums`. The
-    three sums are gathered, and their gradients scattered, as three contiguous (n, M, d) blocks: slices of one
-    (n, M, 3d) block would make every elementwise pass strided, and slower. On float32 CPU tensors the backward's
-    three scatters are one numba pass (:func:`motor.kernels.scatter_bags`, the same floats as the sparse products
-    it replaces, about 1.4x faster on ml100k); the forward's gathers stay ``embedding_bag``, which is faster than
-    a numba loop."""
+    (M + 1,): each item's token rows and the positions of each bag; other arguments as :class:`_TokenSums`.
+
+    On contiguous float32 CPU tensors the per-item work is fused (:func:`_fused_forward`, :func:`_fused_backward`):
+    one serial numba pass over the items each way, around the first layer's block products (BLAS). Otherwise
+    (float64, CUDA) the torch form below: the three sums are gathered, and their gradients scattered, as three
+    contiguous (n, M, d) blocks (slices of one (n, M, 3d) block would make every elementwise pass strided)."""
 
     @staticmethod
     def forward(ctx, tables, w, w1, bias, ids, offsets, inc_t, item_ids, starts):
+        ctx.fused = numba_kernels_apply(tables, w, w1, bias) and item_ids.is_contiguous()
+        if ctx.fused:
+            out, one, t = _fused_forward(tables, w, w1, bias, item_ids, starts)
+            ctx.save_for_backward(tables, w, w1, one, t, item_ids, starts)
+            return out
         n_pos, k, d = tables.shape
         n_bags = bias.shape[0]
         scaled, squared, proj = token_parts(tables, w, w1)
@@ -150,33 +158,67 @@ class _TanhCross(torch.autograd.Function):
         # tanh(x) = 2 sigmoid(2x) - 1: equal up to float rounding, and faster than torch.tanh on CPU
         t = torch.sigmoid(pre.add_(bias).mul_(2.0)).mul_(2.0).sub_(1.0)
         out = torch.addcmul(one, one, one, value=0.5).sub_(sq, alpha=0.5).add_(t).sum(1)
-        ctx.save_for_backward(tables, w, w1, scaled, one, t, item_ids, starts)
+        ctx.save_for_backward(tables, w, w1, scaled, one, t)
         ctx.inc_t = inc_t
         return out
 
     @staticmethod
     def backward(ctx, g):
-        tables, w, w1, scaled, one, t, item_ids, starts = ctx.saved_tensors
+        if ctx.fused:
+            return (*_fused_backward(g, *ctx.saved_tensors), None, None, None, None, None)
+        tables, w, w1, scaled, one, t = ctx.saved_tensors
         n, n_bags, d = t.shape
         g_sq = g[:, None, :] * -0.5  # d/d sq, the same for every bag of an item
         # g per bag as a contiguous (n, M, d) block: addcmul with a broadcast (stride-0) operand is ~10x slower
         g = g[:, None, :].expand(n, n_bags, d).contiguous()
         g_pre = torch.addcmul(g, g, t * t, value=-1.0)  # d/d pre: 1 - tanh^2
         g_one = torch.addcmul(g, g, one)  # d/d one: 1 + one
-        if numba_kernels_apply(tables, g_one, g_sq, g_pre):
-            from . import kernels
 
-            rows = [torch.zeros(tables.shape[0] * tables.shape[1], x.shape[-1]) for x in (g_one, g_sq, g_pre)]
-            kernels.scatter_bags(*(kernels.as_array(x) for x in (g_one, g_sq.squeeze(1), g_pre, item_ids, starts,
-                                                                 *rows)))
-            parts = [r.view(*tables.shape[:2], -1) for r in rows]
-        else:
-            def scatter(x: torch.Tensor) -> torch.Tensor:  # bag gradients -> token-row gradients (P, K, c)
-                return csr_mm(ctx.inc_t, x.reshape(n * n_bags, -1)).view(*tables.shape[:2], -1)
+        def scatter(x: torch.Tensor) -> torch.Tensor:  # bag gradients -> token-row gradients (P, K, c)
+            return csr_mm(ctx.inc_t, x.reshape(n * n_bags, -1)).view(*tables.shape[:2], -1)
 
-            parts = [scatter(g_one), scatter(g_sq.expand(n, n_bags, d)), scatter(g_pre)]
+        parts = [scatter(g_one), scatter(g_sq.expand(n, n_bags, d)), scatter(g_pre)]
         grads = _token_parts_backward(*parts, tables, w, w1, scaled)
         return (*grads, g_pre.sum(0), None, None, None, None, None)
+
+
+def _fused_forward(tables: torch.Tensor, w: torch.Tensor, w1: torch.Tensor, bias: torch.Tensor,
+                   item_ids: torch.Tensor, starts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:class:`_TanhCross` forward on float32 CPU tensors: the block products ``W_x e`` of every token (one BLAS
+    ``bmm``), then :func:`motor.kernels.tcn_forward` (gather, second order, tanh layer and sum over bags in one
+    pass). Returns the (n, d) item vectors and, for the backward, ``one`` and ``t`` (n, M, d)."""
+    from . import kernels
+
+    n_pos, k, d = tables.shape
+    n, n_bags = item_ids.shape[0], bias.shape[0]
+    proj = torch.bmm(tables, w1.permute(1, 2, 0))  # (P, K, h): W_x e for every token row
+    one, t = torch.empty(n, n_bags, d), torch.empty(n, n_bags, d)
+    out = torch.zeros(n, d)
+    kernels.tcn_forward(*(kernels.as_array(x) for x in (tables.view(n_pos * k, d), w, proj.view(n_pos * k, -1),
+                                                        bias, item_ids, starts, one, t, out)))
+    return out, one, t
+
+
+def _fused_backward(g: torch.Tensor, tables: torch.Tensor, w: torch.Tensor, w1: torch.Tensor, one: torch.Tensor,
+                    t: torch.Tensor, item_ids: torch.Tensor,
+                    starts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:class:`_TanhCross` backward on float32 CPU tensors: :func:`motor.kernels.tcn_backward` scatters ``g`` (n, d)
+    to the token rows (the gradients of ``w_x e`` and of ``W_x e``, and the bias's), two BLAS ``bmm`` take the
+    latter through the first layer, and :func:`motor.kernels.tcn_token_grads` adds the former and sums the position
+    weights' gradient. Returns the gradients of ``tables``, ``w``, ``w1`` and ``bias``."""
+    from . import kernels
+
+    n_pos, k, d = tables.shape
+    rows = tables.view(n_pos * k, d)
+    g_scaled, g_proj = torch.zeros(n_pos * k, d), torch.zeros(n_pos * k, w1.shape[0])
+    g_bias, g_w = torch.zeros(starts.shape[0] - 1, d), torch.empty(n_pos)
+    kernels.tcn_backward(*(kernels.as_array(x) for x in (rows, w, item_ids, starts, one, t, g.contiguous(),
+                                                         g_scaled, g_proj, g_bias)))
+    g_proj = g_proj.view(n_pos, k, -1)
+    g_tables = torch.bmm(g_proj, w1.permute(1, 0, 2))  # through the first layer: (P, K, h) x (P, h, d)
+    kernels.tcn_token_grads(*(kernels.as_array(x) for x in (rows, w, g_scaled, g_tables.view(n_pos * k, d), g_w)))
+    g_w1 = torch.bmm(g_proj.transpose(1, 2), tables).permute(1, 0, 2)  # (P, h, d) -> (h, P, d)
+    return g_tables, g_w, g_w1, g_bias
 
 
 def cross_all_items(nets: Sequence[CrossNetwork], tables: torch.Tensor, widths: Sequence[int],

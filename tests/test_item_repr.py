@@ -141,6 +141,75 @@ def test_fast_paths_equal_direct_form_values_and_gradients(cross, hidden, activa
             torch.testing.assert_close(grads[name][n], grads["direct"][n], atol=1e-10, rtol=0, msg=f"{name}: {n}")
 
 
+def _float32_and_float64(kind: str, n: int = 300, widths=(3, 5), k: int = 16, dim: int = 8):
+    """A float32 representation with O(1) random weights and its float64 copy (same weights)."""
+    ids = _ids(n=n, widths=widths, k=k, seed=5)
+    torch.manual_seed(2)
+    rep = _rep(kind, ids, k, dim)
+    with torch.no_grad():
+        for p in rep.parameters():
+            p.normal_(0, 0.5)
+    rep64 = _rep(kind, ids, k, dim).double()
+    rep64.load_state_dict(rep.state_dict())
+    return rep, rep64
+
+
+def _values_and_grads(rep, f, g):
+    rep.zero_grad()
+    out = f()
+    (out * g).sum().backward()
+    return out.detach().clone(), {n: p.grad.clone() for n, p in rep.named_parameters()}
+
+
+@pytest.mark.parametrize("cross", ["ms", "ma"])
+def test_fused_float32_tcn_equals_the_float64_reference_and_the_naive_loop(cross, monkeypatch):
+    """Float32 CPU: the numba kernels (motor.kernels.tcn_*); float64: the torch form and the direct form; and the
+    equations as loops. Values and every parameter's gradient agree within float32 rounding."""
+    import motor.tcn
+
+    calls = []
+    fused = motor.tcn._fused_forward
+    monkeypatch.setattr(motor.tcn, "_fused_forward", lambda *a: calls.append(1) or fused(*a))
+    rep, rep64 = _float32_and_float64(cross)
+    g = torch.randn(300, 8, generator=torch.Generator().manual_seed(0))
+    out, grads = _values_and_grads(rep, rep, g)
+    assert calls, "the float32 CPU path did not take the fused kernels"
+    ref, ref_grads = _values_and_grads(rep64, rep64, g.double())
+    direct, direct_grads = _values_and_grads(rep64, lambda: _direct(rep64), g.double())
+    assert len(calls) == 1  # the float64 paths did not
+    torch.testing.assert_close(ref, direct, atol=1e-12, rtol=0)
+    torch.testing.assert_close(out.double(), ref, atol=2e-6, rtol=1e-6)
+    for name, want in ref_grads.items():
+        torch.testing.assert_close(direct_grads[name], want, atol=1e-10, rtol=0, msg=name)
+        torch.testing.assert_close(grads[name].double(), want, atol=1e-5 * want.abs().max().item(), rtol=1e-5,
+                                   msg=name)
+    emb = rep64.token_embeddings().detach()
+    if cross == "ms":
+        naive = _naive_cross(rep64.nets[0], emb[:, :3]) + _naive_cross(rep64.nets[1], emb[:, 3:])
+    else:
+        naive = _naive_cross(rep64.nets[0], emb)
+    torch.testing.assert_close(out.double(), naive.detach(), atol=2e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("cross", ["ms", "ma"])
+def test_fused_tcn_is_bit_identical_under_one_and_two_threads(cross):
+    """The kernels are serial with a fixed summation order; the BLAS products around them do not split sums."""
+    rep, _ = _float32_and_float64(cross, n=2000, widths=(4, 4), k=256, dim=64)
+    g = torch.randn(2000, 64, generator=torch.Generator().manual_seed(1))
+    before = torch.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2, 1):
+            torch.set_num_threads(threads)
+            results.append(_values_and_grads(rep, rep, g))
+    finally:
+        torch.set_num_threads(before)
+    for out, grads in results[1:]:
+        assert torch.equal(out, results[0][0])
+        for name, grad in grads.items():
+            assert torch.equal(grad, results[0][1][name]), name
+
+
 def test_token_sums_gradcheck():
     from motor.sparse import csr_pair
     from motor.tcn import _TokenSums
@@ -259,7 +328,13 @@ _PATHS = {"all items": None, "few": torch.tensor([3, 0, 3, 17]),
 
 @pytest.mark.parametrize("kind,tcn", [("ms", {}), ("ma", {}), ("mean", {}), ("linear", {}),
                                       ("ms", {"hidden": (8,)}), ("ma", {"activation": "relu"})])
-def test_registered_kinds_equal_the_cross_flag_code_bit_for_bit(old_token_representation, kind, tcn):
+def test_registered_kinds_equal_the_cross_flag_code_bit_for_bit(old_token_representation, kind, tcn,
+                                                                monkeypatch):
+    """The same floats as the pre-registry code on the torch form of the TCN (the float32 CPU kernels of the fused
+    network round differently; :func:`test_fused_float32_tcn_equals_the_float64_reference_and_the_naive_loop`)."""
+    import motor.tcn
+
+    monkeypatch.setattr(motor.tcn, "numba_kernels_apply", lambda *tensors: False)
     ids = _ids(n=200, widths=(3, 4), k=16, seed=4)
     torch.manual_seed(7)
     old = old_token_representation(ids, 16, 8, cross=kind, **tcn)
