@@ -22,7 +22,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "fit_tokenizers": "tokenizer", "tokenize": "tokenizer",
     "RunConfig": "config", "ConfigError": "config",
-    "RunResult": "experiment", "run": "experiment", "run_grid": "experiment",
+    "RunResult": "experiment", "load_run": "experiment", "run": "experiment", "run_grid": "experiment",
     "new_item_vectors": "recommend", "recommend": "recommend", "score_new_items": "recommend",
     "tune": "tune", "tune_seeds": "tune",
     "notebook_params": "params",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import os
 import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -66,6 +67,12 @@ class RunConfig:
         "help": "Adam weight decay (default: the backbone's own)"})
     lr_schedule: list | None = field(default=None, metadata={
         "help": "[factor, epochs] as JSON: lr x factor ** (epoch / epochs) (default: the backbone's own)"})
+    tokenizer_items: str = field(default="train", metadata={
+        "help": "cold_item splits: fit the tokenizer on the non-cold items ('train', strict cold start) or on every "
+                "item's features ('all', transductive); other splits always fit on all items"})
+    token_ids_from: str | None = field(default=None, metadata={
+        "help": "a saved run (id or folder) of the same tokenization whose stored tokenizer and token ids to use "
+                "instead of fitting (re-trains a run to its own digits anywhere; not part of the run id)"})
 
     def trainer(self) -> dict:
         """Effective weight decay and lr schedule (explicit values, else the backbone's ``trainer_defaults``)."""
@@ -76,6 +83,10 @@ class RunConfig:
         """``<dataset>-<split>-<backbone>-<item_repr>-<modalities>-D<n_tokens>-s<seed>-<hash of the fields>``."""
         d = asdict(self)
         d.pop("device")  # the device does not change what is computed (up to float rounding)
+        d.pop("token_ids_from")  # only a run of the same tokenization is accepted (experiment.stored_tokens)
+        d.pop("tokenizer_items")  # cold_item runs saved before it were fitted on all items: only "train" enters
+        if self.split == "cold_item" and self.tokenizer_items == "train":
+            d["tokenizer_items"] = "train"
         # fields added later leave the ids of runs at their defaults unchanged; weight decay and lr schedule enter
         # as the effective trainer settings below
         added = non_default_fields(d)
@@ -125,6 +136,11 @@ class RunConfig:
                "a number in (0, 1)")
         _check(_is_real(self.keep) and 0 < self.keep <= 1, "keep", self.keep, "a number in (0, 1]")
         _check(isinstance(self.tag, str), "tag", self.tag, "a str")
+        _check(self.tokenizer_items in TOKENIZER_ITEMS, "tokenizer_items", self.tokenizer_items,
+               f"one of {list(TOKENIZER_ITEMS)}")
+        _check(self.token_ids_from is None or (isinstance(self.token_ids_from, (str, os.PathLike))
+                                               and str(self.token_ids_from).strip() != ""),
+               "token_ids_from", self.token_ids_from, "None, or a saved run's id or folder")
         _check_device(self.device)
         _check_kwargs(self, "hparams", _init_parameters(backbone_class(self.backbone), 3))
         _check_kwargs(self, "tcn", _init_parameters(item_repr_class(self.item_repr), 0,
@@ -152,6 +168,9 @@ class RunConfig:
 
 _MODALITY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 _PLAIN_DATASET = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")
+
+
+TOKENIZER_ITEMS = ("train", "all")  # RunConfig.tokenizer_items
 
 
 class ConfigError(ValueError):
@@ -259,9 +278,10 @@ def _check_kwargs(cfg, name: str, allowed: dict | list | None) -> None:
 
 
 def from_dict(d: dict) -> RunConfig:
-    """A :class:`RunConfig` from a saved ``config.json`` (keys that are not fields, e.g. its summary, dropped)."""
+    """A :class:`RunConfig` from a saved ``config.json`` (keys that are not fields, e.g. its summary, dropped; a
+    config saved before ``tokenizer_items`` existed was fitted on all items)."""
     names = {f.name for f in fields(RunConfig)}
-    return RunConfig(**{k: v for k, v in d.items() if k in names})
+    return RunConfig(**{"tokenizer_items": "all", **{k: v for k, v in d.items() if k in names}})
 
 
 config_from_dict = from_dict  # the name before issue 25

@@ -12,6 +12,7 @@ import os
 import time
 import warnings
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -32,7 +33,14 @@ from .data import DataError, Dataset, load, resolve_dataset_name, resplit, spars
 from .evaluate import DEFAULT_BUCKETS, evaluate, evaluate_cold_candidates
 from .item_repr import build_item_repr, item_repr_class
 from .synthetic import synthetic
-from .tokenizer import collision_share, n_centroids_of, tokenize
+from .tokenizer import (
+    collision_share,
+    encode_items,
+    fit_tokenizers,
+    n_centroids_of,
+    tokenizer_from_state,
+    tokenizer_state,
+)
 from .train import TrainConfig, model_layout, train, trainer_settings
 
 
@@ -52,6 +60,9 @@ class RunResult:
     model: torch.nn.Module | None = None
     item_vectors: np.ndarray | None = None
     hit_profile: pd.DataFrame | None = None  # test hits per user by rank position and popularity bucket
+    tokenizers: dict | None = None  # {modality: fitted tokenizer}; None for an ID model or a run saved without them
+    token_ids: dict | None = None  # {modality: (n_items, D) token ids the model was trained on}
+    folder: Path | None = None  # the run folder it was read from or saved to (None: not on disk)
 
     def summary(self) -> pd.DataFrame:
         """valid/test metrics side by side."""
@@ -84,11 +95,82 @@ def with_modalities(ds: Dataset, modalities: list[str] | None) -> Dataset:
                    feature_masks={m: f for m, f in ds.feature_masks.items() if m in keep})
 
 
-def run_tokens(cfg: RunConfig, ds: Dataset) -> dict[str, np.ndarray] | None:
-    """The token ids a run of ``cfg`` uses (None for an ID model); cached by content and parameters."""
-    if not item_repr_class(cfg.item_repr).needs_tokens:
+def tokenizer_fit_items(cfg: RunConfig, ds: Dataset) -> np.ndarray | None:
+    """Items the run's tokenizer is fitted on: None (every item), except for a cold_item split with
+    ``tokenizer_items="train"``: every item but the held-out cold ones (in valid or test, never in train)."""
+    if cfg.split != "cold_item" or cfg.tokenizer_items == "all":
         return None
-    return tokenize(ds, cfg.n_tokens, n_centroids=cfg.n_centroids, modalities=cfg.modalities, **cfg.tokenizer)
+    held = np.union1d(ds.split("valid").indices, ds.split("test").indices)
+    cold = np.setdiff1d(held, ds.split("train").indices)
+    return np.setdiff1d(np.arange(ds.n_items), cold)
+
+
+def run_tokenizers(cfg: RunConfig, ds: Dataset) -> tuple[dict | None, dict[str, np.ndarray] | None]:
+    """({modality: fitted tokenizer}, {modality: token ids of every item}) of a run of ``cfg`` ((None, None) for an
+    ID model): from ``cfg.token_ids_from`` when set, else fitted (cached by content and parameters) on
+    :func:`tokenizer_fit_items`."""
+    if not item_repr_class(cfg.item_repr).needs_tokens:
+        return None, None
+    if cfg.token_ids_from is not None:
+        return stored_tokens(cfg, ds)
+    params = {k: v for k, v in cfg.tokenizer.items() if k != "disambiguate"}
+    items = tokenizer_fit_items(cfg, ds)
+    toks = fit_tokenizers(ds, cfg.n_tokens, modalities=cfg.modalities, n_centroids=cfg.n_centroids, items=items,
+                          **params)
+    return toks, encode_items(ds, toks, bool(cfg.tokenizer.get("disambiguate", False)), use_cached=items is None)
+
+
+def run_tokens(cfg: RunConfig, ds: Dataset) -> dict[str, np.ndarray] | None:
+    """The token ids a run of ``cfg`` uses (None for an ID model); see :func:`run_tokenizers`."""
+    return run_tokenizers(cfg, ds)[1]
+
+
+_SAME_TOKENS = ("dataset", "split", "split_seed", "cold_fraction", "keep", "modalities", "n_tokens", "n_centroids",
+                "tokenizer", "tokenizer_items")  # the fields that decide a run's token ids
+
+
+def stored_tokens(cfg: RunConfig, ds: Dataset) -> tuple[dict, dict[str, np.ndarray]]:
+    """The stored tokenizer and token ids of the run ``cfg.token_ids_from`` names, after checking that it is a run
+    of the same tokenization (:data:`_SAME_TOKENS`) on the same items."""
+    source = cfg.token_ids_from
+    folder = Path(source) if Path(source).is_dir() else runs.locate(str(source))
+    if not (folder / "metrics.json").is_file():
+        raise ConfigError(f"RunConfig.token_ids_from={source!r}: no saved run there ({folder}). Fix: name a run id "
+                          "of the registry or a run folder.")
+    other = config_from_dict(runs.read_folder(folder)["config"])
+    differ = [f for f in _SAME_TOKENS if getattr(other, f) != getattr(cfg, f)]
+    if differ:
+        raise ConfigError(f"RunConfig.token_ids_from={source!r}: that run's tokenization differs in "
+                          + ", ".join(f"{f} ({getattr(other, f)!r} there, {getattr(cfg, f)!r} here)" for f in differ)
+                          + ". Fix: name a run with the same dataset, split and tokenizer settings.")
+    stored = read_tokenizers(folder)
+    if stored is None:
+        raise ConfigError(f"RunConfig.token_ids_from={source!r}: {folder} holds no tokenizer state "
+                          f"({runs.TOKENIZER_FILE}; an ID model, or saved by an older motor). Fix: leave "
+                          "token_ids_from unset to fit the tokenizer.")
+    toks, ids = stored
+    bad = [m for m, t in ids.items() if len(t) != ds.n_items]
+    if bad:
+        raise ConfigError(f"RunConfig.token_ids_from={source!r}: stored {bad[0]} token ids cover {len(ids[bad[0]])} "
+                          f"items, the dataset has {ds.n_items}. Fix: the dataset changed since; fit again.")
+    return toks, ids
+
+
+def read_tokenizers(folder: Path) -> tuple[dict, dict[str, np.ndarray]] | None:
+    """({modality: tokenizer}, {modality: token ids}) stored in a run folder; None when it holds none (an ID model,
+    or a run saved before tokenizer state was stored). A damaged or foreign file raises :class:`runs.RunReadError`."""
+    state = runs.read_tokenizer_state(folder)
+    if state is None:
+        return None
+    toks, ids = {}, {}
+    for m, arrays in state.items():
+        try:
+            ids[m] = arrays.pop("token_ids").astype(np.int64)
+            toks[m] = tokenizer_from_state(arrays)
+        except (KeyError, ValueError) as exc:
+            raise runs.RunReadError(f"run folder {folder}: {runs.TOKENIZER_FILE}, modality {m!r}: {exc}. Fix: delete "
+                                    "the file (the run then refits its tokenizer) or train the run again.") from exc
+    return toks, ids
 
 
 def build_model(cfg: RunConfig, ds: Dataset | None = None, token_ids: dict[str, np.ndarray] | None = None,
@@ -124,6 +206,8 @@ def run(config: RunConfig | None = None, *, reuse: bool = False, save: bool = Tr
         cfg = RunConfig(**{**asdict(config), **kwargs})
     if isinstance(cfg.dataset, os.PathLike):  # a pathlib.Path names a folder as well as its str
         cfg = replace(cfg, dataset=os.fspath(cfg.dataset))
+    if isinstance(cfg.token_ids_from, os.PathLike):
+        cfg = replace(cfg, token_ids_from=os.fspath(cfg.token_ids_from))
     cfg.validate()  # before anything is loaded: a bad parameter costs no loading or tokenizing
     cfg = _own_trainer_as_none(cfg)
     rid = cfg.run_id()
@@ -140,7 +224,7 @@ def run(config: RunConfig | None = None, *, reuse: bool = False, save: bool = Tr
     ds = get_dataset(cfg.dataset, cfg.split, cfg.split_seed, cfg.cold_fraction, cfg.keep)
     _check_evaluable(ds, cfg)
     t0 = time.perf_counter()
-    token_ids = run_tokens(cfg, ds)
+    tokenizers, token_ids = run_tokenizers(cfg, ds)
     timings["tokenize_seconds"] = time.perf_counter() - t0
     model, _, _ = build_model(cfg, ds, token_ids)
     weights = weights_description(rid, model)  # of the built model, as motor.recommend rebuilds it
@@ -174,11 +258,21 @@ def run(config: RunConfig | None = None, *, reuse: bool = False, save: bool = Tr
     result = RunResult(rid, {**asdict(cfg), "trainer": _jsonable(tr.extra.get("trainer", {})),
                              "dataset_summary": _jsonable(ds.summary())}, tr.best_valid, test.metrics,
                        test.buckets, tr.history, test.per_user, params, timings, tr.best_epoch, tr.stopped,
-                       model if keep_model else None, vectors, test.hit_profile)
+                       model if keep_model else None, vectors, test.hit_profile, tokenizers, token_ids)
     if save:
         keep_weights = keep_model if save_model is None else save_model
-        runs.save(result, model_state=model_state(model) if keep_weights else None, weights_description=weights)
+        result.folder = runs.save(result, model_state=model_state(model) if keep_weights else None,
+                                  weights_description=weights,
+                                  tokenizer_state=tokenizers_state(tokenizers, token_ids))
     return result
+
+
+def tokenizers_state(tokenizers: dict | None, token_ids: dict | None) -> dict[str, dict[str, np.ndarray]] | None:
+    """What a run folder stores per modality: the tokenizer's state (:func:`motor.tokenizer.tokenizer_state`) and
+    the token ids the model was trained on."""
+    if tokenizers is None:
+        return None
+    return {m: {**tokenizer_state(tok), "token_ids": np.asarray(token_ids[m])} for m, tok in tokenizers.items()}
 
 
 def _check_evaluable(ds: Dataset, cfg: RunConfig) -> None:
@@ -239,10 +333,20 @@ def run_grid(configs: list[RunConfig], train_missing: bool = True, on_result=Non
 
 
 def from_registry(run_id: str) -> RunResult:
-    r = runs.read(run_id)
-    return RunResult(run_id, r["config"], r["valid"], r["test"], r["buckets"], r["history"], r["per_user"],
+    """The saved run ``run_id`` of the registry (:func:`motor.runs.locate`), without its model."""
+    return load_run(runs.locate(run_id), run_id)
+
+
+def load_run(path: str | os.PathLike, run_id: str | None = None) -> RunResult:
+    """A saved run folder anywhere (a registry's, a copied one) as a :class:`RunResult` (model not loaded:
+    :func:`motor.recommend` rebuilds it from the folder's weights; tokenizers and token ids when stored)."""
+    folder = Path(path).expanduser()
+    r = runs.read_folder(folder, run_id)
+    stored = read_tokenizers(folder)
+    toks, ids = stored if stored is not None else (None, None)
+    return RunResult(r["run_id"], r["config"], r["valid"], r["test"], r["buckets"], r["history"], r["per_user"],
                      r["params"], r["timings"], r["best_epoch"], r["stopped"], None, r["item_vectors"],
-                     r.get("hit_profile"))
+                     r.get("hit_profile"), toks, ids, folder)
 
 
 def _jsonable(obj):

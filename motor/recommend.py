@@ -6,15 +6,18 @@ into tokens by the tokenizer the run was trained with, its vector comes from the
 Cross Network, and every user gets a score for it, with no retraining. An ID model cannot do that: it has one
 trained row per known item and none for an unseen one.
 
-``run`` is a :class:`motor.experiment.RunResult` (its model in memory, as ``motor.run`` returns it) or a run id. A
-run from the registry is rebuilt from its config and the weights saved with it (``model_state.npz``, written by
-``motor.run`` unless ``save_model=False``; ``python -m motor train`` saves them too). Rebuilding needs the run's
-dataset under the data root.
+``run`` is a :class:`motor.experiment.RunResult` (its model in memory, as ``motor.run`` returns it, or read with
+``motor.load_run(folder)``) or a run id. A saved run is rebuilt from its config and the weights saved with it
+(``model_state.npz``, written by ``motor.run`` unless ``save_model=False``; ``python -m motor train`` saves them too)
+and its stored tokenizer and token ids (``tokenizer.npz``): nothing is fitted again. Rebuilding needs the run's
+dataset under the data root. A run saved before tokenizers were stored refits its tokenizer and checks that it gives
+the run's token ids.
 """
 from __future__ import annotations
 
 import functools
 from dataclasses import replace
+from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -24,8 +27,15 @@ import torch
 
 from . import runs
 from .config import config_from_dict
-from .experiment import build_model, get_dataset, run_tokens, weights_description, with_modalities
-from .tokenizer import disambiguate_codes, fit_tokenizers, n_centroids_of
+from .experiment import (
+    build_model,
+    get_dataset,
+    read_tokenizers,
+    run_tokenizers,
+    weights_description,
+    with_modalities,
+)
+from .tokenizer import disambiguate_codes, n_centroids_of
 
 
 def recommend(run, users: int | Sequence[int], k: int = 20, exclude_seen: bool = True,
@@ -96,7 +106,7 @@ def new_item_tokens(run, features: Mapping[str, np.ndarray]) -> dict[str, np.nda
     cfg = _config(run)
     _refuse_id_model(cfg)
     ds = get_dataset(cfg.dataset, cfg.split, cfg.split_seed, cfg.cold_fraction, cfg.keep)
-    return _encode(cfg, ds, _checked_features(ds, features, cfg.modalities))
+    return _encode(cfg, ds, _checked_features(ds, features, cfg.modalities), _stored_tokens(run))
 
 
 # ----------------------------------------------------------------------------------------------- internals
@@ -121,8 +131,8 @@ def _model_and_data(run, device: str | None):
     cfg = _config(run)
     model = None if isinstance(run, str) else getattr(run, "model", None)
     if model is None:
-        run_id = run if isinstance(run, str) else run.run_id
-        model = _registry_model(str(runs.runs_dir()), run_id, _mtime(run_id))
+        folder = _folder(run)
+        model = _saved_model(str(folder), _mtime(folder))
         model.to(device or "cpu")
     elif device is not None:
         model.to(device)
@@ -130,28 +140,45 @@ def _model_and_data(run, device: str | None):
     return model, ds
 
 
-def _mtime(run_id: str) -> tuple:
+def _folder(run) -> Path:
+    """The folder a saved run is read from: the RunResult's own (``motor.load_run``), else its id's in the registry."""
+    folder = None if isinstance(run, str) else getattr(run, "folder", None)
+    return Path(folder) if folder is not None else runs.locate(run if isinstance(run, str) else run.run_id)
+
+
+def _stored_tokens(run) -> tuple[dict, dict] | None:
+    """({modality: tokenizer}, {modality: token ids}) the run was trained with: the RunResult's own, else its
+    folder's ``tokenizer.npz``; None for a run saved without them (before they were stored)."""
+    if not isinstance(run, str) and getattr(run, "tokenizers", None) is not None:
+        return run.tokenizers, run.token_ids
+    folder = _folder(run)
+    return read_tokenizers(folder) if (folder / "metrics.json").is_file() else None
+
+
+def _mtime(folder: Path) -> tuple:
     """(time, size) of the run's metrics.json and weights: a rewritten file is read again, not served cached."""
-    folder = runs.locate(run_id)
     stats = [(folder / name).stat() if (folder / name).is_file() else None
              for name in ("metrics.json", runs.WEIGHTS_FILE)]
     return tuple((s.st_mtime_ns, s.st_size) if s else None for s in stats)
 
 
 @functools.lru_cache(maxsize=4)
-def _registry_model(root: str, run_id: str, mtime: tuple):
-    """The trained model of a saved run, rebuilt from its config and ``model_state.npz`` (cached per file time)."""
-
-    cfg = config_from_dict(runs.read(run_id)["config"])
-    if not (runs.locate(run_id) / runs.WEIGHTS_FILE).is_file():
-        runs.read_weights(run_id, {})  # the FileNotFoundError that says how to get weights
+def _saved_model(folder: str, mtime: tuple):
+    """The trained model of a saved run folder, rebuilt from its config, its stored token ids and
+    ``model_state.npz`` (cached per file time)."""
+    base = Path(folder)
+    run_id = base.name
+    cfg = config_from_dict(runs.read_folder(base)["config"])
+    if not (base / runs.WEIGHTS_FILE).is_file():
+        runs.read_weights(run_id, {}, base)  # the FileNotFoundError that says how to get weights
+    stored = read_tokenizers(base)
     with torch.random.fork_rng(devices=[]):  # building seeds torch's RNG; leave the caller's untouched
-        model, _, _ = build_model(cfg)
-    state = runs.read_weights(run_id, weights_description(run_id, model))  # checked: this run's, intact
+        model, _, _ = build_model(cfg, token_ids=None if stored is None else stored[1])
+    state = runs.read_weights(run_id, weights_description(run_id, model), base)  # checked: this run's, intact
     try:
         model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
     except RuntimeError as exc:
-        raise runs.RunReadError(f"run {run_id}: its weights {runs.locate(run_id) / runs.WEIGHTS_FILE} do not fit "
+        raise runs.RunReadError(f"run {run_id}: its weights {base / runs.WEIGHTS_FILE} do not fit "
                                 f"the rebuilt model ({str(exc).splitlines()[0]}). Fix: train the run again with "
                                 "save_model=True.") from None
     return model
@@ -212,18 +239,20 @@ def _checked_features(ds, features: Mapping[str, np.ndarray], modalities=None) -
     return out
 
 
-def _encode(cfg, ds, feats: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Token ids of new items under the tokenizers the run used (same parameters: the same cached fit)."""
-    known = run_tokens(cfg, ds)
-    params = dict(cfg.tokenizer)
-    disambiguate = params.pop("disambiguate", False)  # tokenize()'s option, not the tokenizer's
-    toks = fit_tokenizers(ds, cfg.n_tokens, modalities=sorted(known), n_centroids=cfg.n_centroids, **params)
+def _encode(cfg, ds, feats: dict[str, np.ndarray], stored: tuple[dict, dict] | None) -> dict[str, np.ndarray]:
+    """Token ids of new items under the tokenizers the run used: the stored ones, or (a run saved before they were
+    stored) refitted with the run's settings, which must give the run's own token ids."""
+    disambiguate = bool(cfg.tokenizer.get("disambiguate", False))  # tokenize()'s option, not the tokenizer's
+    toks, known = stored if stored is not None else run_tokenizers(replace(cfg, token_ids_from=None), ds)
     out = {}
-    for m, tok in toks.items():  # the refit (or cached) tokenizer must give the run's own token ids
-        plain = tok.encode(ds.features[m]).astype(np.int64)
-        if not np.array_equal(disambiguate_codes(plain, tok.k) if disambiguate else plain, known[m]):
-            raise RuntimeError(f"the {m} tokenizer does not reproduce the token ids of this run's items; its cache "
-                               "and the run come from different tokenizer versions. Train the run again.")
+    for m, tok in toks.items():
+        if stored is not None:
+            plain = np.asarray(known[m], dtype=np.int64)[:, :tok.n_tokens]  # without the disambiguating column
+        else:  # the refit (or cached) tokenizer must give the run's own token ids
+            plain = tok.encode(ds.features[m]).astype(np.int64)
+            if not np.array_equal(disambiguate_codes(plain, tok.k) if disambiguate else plain, known[m]):
+                raise RuntimeError(f"the {m} tokenizer does not reproduce the token ids of this run's items; its "
+                                   "cache and the run come from different tokenizer versions. Train the run again.")
         new = tok.encode(feats[m]).astype(np.int64)
         # disambiguated: a new item sharing a known item's code is numbered after the known items of its group
         out[m] = disambiguate_codes(np.concatenate([plain, new]), tok.k)[len(plain):] if disambiguate else new
@@ -239,8 +268,9 @@ def _with_new_items(model, ds, run, features):
     feats = _checked_features(ds, features, cfg.modalities)
     ds = with_modalities(ds, cfg.modalities)  # the features the run reads (the new items get no others)
     n_new = next(iter(feats.values())).shape[0]
-    new_ids = _encode(cfg, ds, feats)
-    known = run_tokens(cfg, ds)
+    stored = _stored_tokens(run)
+    new_ids = _encode(cfg, ds, feats, stored)
+    known = stored[1] if stored is not None else run_tokenizers(replace(cfg, token_ids_from=None), ds)[1]
     k = getattr(model.item_repr, "n_centroids", None) or n_centroids_of(known)
     top = max(int(t.max()) for t in new_ids.values())
     if top >= k:

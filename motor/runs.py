@@ -45,6 +45,10 @@ ID_COLUMNS = ["run_id", "dataset", "split", "split_seed", "backbone", "item_repr
 
 # RunConfig fields added after the first saved runs, with their defaults: a run at the default leaves them out of
 # its run id and its variant name, so the ids of older runs do not change
+SCHEMA_VERSION = 2  # of a run folder: 1 (no entry) had no tokenizer state; 2 adds tokenizer.npz
+TOKENIZER_FILE = "tokenizer.npz"  # per modality "<modality>/<entry>": the fitted tokenizer's state and token ids
+_CHECKSUM = "__checksum__"
+
 ADDED_FIELDS = {"tokenizer": {}, "keep": 1.0, "weight_decay": None, "lr_schedule": None}
 
 
@@ -63,6 +67,8 @@ def variant_of(cfg: dict) -> str:
     if cfg.get("tag"):
         parts.append(f"tag={cfg['tag']}")
     parts += [f"{k}={v}" for k, v in non_default_fields(cfg).items() if k != "tokenizer"]  # itemised above
+    if cfg.get("split") == "cold_item" and cfg.get("tokenizer_items", "all") == "all":  # saved before: all items
+        parts.append("tokenizer_items=all")
     return ",".join(parts)
 
 
@@ -206,22 +212,26 @@ def _provenance_now() -> dict:
             "python": platform.python_version()}
 
 
-def save(result, model_state: dict[str, np.ndarray] | None = None, weights_description: dict | None = None) -> Path:
-    """Write a :class:`motor.experiment.RunResult` (metrics.json last: its presence marks a complete run), and
+def save(result, model_state: dict[str, np.ndarray] | None = None, weights_description: dict | None = None,
+         tokenizer_state: dict[str, dict[str, np.ndarray]] | None = None) -> Path:
+    """Write a :class:`motor.experiment.RunResult` (metrics.json last: its presence marks a complete run),
     ``model_state`` (the trained weights, :func:`motor.experiment.model_state`) as ``model_state.npz`` if given,
-    stamped with ``weights_description`` (:func:`motor.experiment.weights_description`; default: the run id)."""
+    stamped with ``weights_description`` (:func:`motor.experiment.weights_description`; default: the run id), and
+    ``tokenizer_state`` ({modality: {entry: array}}, :func:`motor.experiment.tokenizers_state`) as
+    :data:`TOKENIZER_FILE` if given. Returns the run folder."""
     folder = run_path(result.run_id)
     try:
         weights = None if model_state is None else weights_bytes(
             model_state, weights_description or {"run_id": result.run_id})
-        _write_run(folder, result, weights)
+        _write_run(folder, result, weights, tokenizer_state)
     except OSError as exc:  # the folder stays incomplete (no metrics.json): load() and exists() ignore it
         raise OSError(f"run {result.run_id} could not be saved in {folder} ({type(exc).__name__}: {exc}). "
                       "Fix: free some space or set MOTOR_RUNS to a writable folder, and run again.") from exc
     return folder
 
 
-def _write_run(folder: Path, result, weights: bytes | None) -> None:
+def _write_run(folder: Path, result, weights: bytes | None,
+               tokenizer_state: dict[str, dict[str, np.ndarray]] | None = None) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_text(folder / "config.json", json.dumps(result.config, indent=1, sort_keys=True))
     atomic_write_text(folder / "history.csv", result.history.to_csv(index=False))
@@ -243,9 +253,16 @@ def _write_run(folder: Path, result, weights: bytes | None) -> None:
         atomic_write_bytes(folder / WEIGHTS_FILE, weights)
     else:  # weights of an earlier run of this id would not match the metrics written below
         (folder / "model_state.npz").unlink(missing_ok=True)
+    if tokenizer_state is not None:
+        arrays = {f"{m}/{k}": np.asarray(v) for m, state in tokenizer_state.items() for k, v in state.items()}
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **arrays, **{_CHECKSUM: np.array(payload_checksum(arrays))})
+        atomic_write_bytes(folder / TOKENIZER_FILE, buf.getvalue())
+    else:
+        (folder / TOKENIZER_FILE).unlink(missing_ok=True)
     meta = {"valid": result.valid, "test": result.test, "params": result.params, "timings": result.timings,
             "best_epoch": result.best_epoch, "stopped": result.stopped, "provenance": provenance(),
-            "ties": TIES_RULE}
+            "ties": TIES_RULE, "schema_version": SCHEMA_VERSION}
     atomic_write_text(folder / "metrics.json", json.dumps(meta, indent=1, sort_keys=True))
 
 
@@ -265,12 +282,12 @@ def weights_bytes(state: dict[str, np.ndarray], description: dict) -> bytes:
     return buf.getvalue()
 
 
-def read_weights(run_id: str, description: dict) -> dict[str, np.ndarray]:
-    """The weights saved with run ``run_id`` for a model described by ``description``
-    (:func:`motor.experiment.weights_description` of the rebuilt model). A :class:`RunReadError` names the run, the
-    file and the fix when the file is damaged, carries no fingerprint, belongs to another run or model, or holds
-    NaN / infinite values; a FileNotFoundError when the run was saved without weights."""
-    path = locate(run_id) / WEIGHTS_FILE
+def read_weights(run_id: str, description: dict, folder: str | os.PathLike | None = None) -> dict[str, np.ndarray]:
+    """The weights saved with run ``run_id`` (in ``folder``, default :func:`locate`) for a model described by
+    ``description`` (:func:`motor.experiment.weights_description` of the rebuilt model). A :class:`RunReadError`
+    names the run, the file and the fix when the file is damaged, carries no fingerprint, belongs to another run or
+    model, or holds NaN / infinite values; a FileNotFoundError when the run was saved without weights."""
+    path = (Path(folder) if folder is not None else locate(run_id)) / WEIGHTS_FILE
     if not path.is_file():
         raise FileNotFoundError(
             f"run {run_id!r} under {path.parent.parent} was saved without its weights ({path.name}), so it cannot be "
@@ -323,6 +340,16 @@ def read(run_id: str) -> dict:
     if not (folder / "metrics.json").is_file():
         where = runs_dir() if reference_dir() is None else f"{runs_dir()} or {reference_dir()}"
         raise FileNotFoundError(f"no complete run {run_id!r} under {where}")
+    return read_folder(folder, run_id)
+
+
+def read_folder(folder: str | os.PathLike, run_id: str | None = None) -> dict:
+    """:func:`read` of a run folder anywhere (``run_id`` default: the folder's name)."""
+    folder = Path(folder)
+    run_id = run_id or folder.name
+    if not (folder / "metrics.json").is_file():
+        raise FileNotFoundError(f"{folder} is not a complete run folder (no metrics.json). Fix: give the folder "
+                                "of a saved run (one that holds config.json and metrics.json).")
     path = folder / "metrics.json"
     try:
         out = _read_json(path)
@@ -345,7 +372,36 @@ def read(run_id: str) -> dict:
                 raise KeyError(f"no {key!r} entry")
     except Exception as exc:
         raise RunReadError(_damage(run_id, path, exc)) from exc
+    version = out.get("schema_version", 1)
+    if not isinstance(version, int) or version > SCHEMA_VERSION:
+        raise RunReadError(f"run {run_id}: {folder / 'metrics.json'} has schema_version {version!r}; this motor "
+                           f"reads up to {SCHEMA_VERSION}. Fix: update motor to the version that wrote the run.")
     out["run_id"] = run_id
+    return out
+
+
+def read_tokenizer_state(folder: str | os.PathLike) -> dict[str, dict[str, np.ndarray]] | None:
+    """{modality: {entry: array}} of a run folder's :data:`TOKENIZER_FILE` (None when it has none). Pickled
+    objects are refused; a damaged file or a checksum mismatch raises :class:`RunReadError`."""
+    path = Path(folder) / TOKENIZER_FILE
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        stored = arrays.pop(_CHECKSUM, None)
+        if stored is None or str(stored) != payload_checksum(arrays):
+            raise ValueError("its checksum is missing or does not match its contents (damaged or edited)")
+        out: dict[str, dict[str, np.ndarray]] = {}
+        for key, value in arrays.items():
+            modality, sep, entry = key.partition("/")
+            if not sep:
+                raise ValueError(f"entry {key!r} is not '<modality>/<entry>'")
+            out.setdefault(modality, {})[entry] = value
+    except Exception as exc:
+        raise RunReadError(f"run folder {Path(folder)}: {path.name} cannot be read ({type(exc).__name__}: {exc}). "
+                           "Fix: delete that file (the run then refits its tokenizer) or train the run again.") \
+            from exc
     return out
 
 

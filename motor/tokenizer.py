@@ -182,8 +182,26 @@ class PQTokenizer:
         err = ((x - self.decode(self.encode(x))) ** 2).sum(1).mean()
         return float(err / max(x.var(0).sum(), 1e-12))
 
+    method = "opq"  # name of this tokenizer family in a saved state (:func:`tokenizer_state`)
+
     def state(self) -> dict[str, np.ndarray]:
         return {"rotation": self.rotation, "centroids": self.centroids}
+
+    @classmethod
+    def from_state(cls, arrays: dict[str, np.ndarray]) -> "PQTokenizer":
+        """A fitted tokenizer from :meth:`state`'s arrays (no fitting): it encodes exactly as the saved one."""
+        problem = (array_problem(arrays, "centroids", (None, None, None), "f")
+                   or array_problem(arrays, "rotation", (None, None), "f"))
+        if problem is None:
+            D, K, ds = arrays["centroids"].shape
+            if arrays["rotation"].shape[0] != D * ds:
+                problem = (f"entry 'rotation' has {arrays['rotation'].shape[0]} output rows, expected D * d_sub = "
+                           f"{D * ds} for centroids of shape {arrays['centroids'].shape}")
+        if problem is not None:
+            raise ValueError(problem)
+        D, K, _ = arrays["centroids"].shape
+        return cls(n_tokens=int(D), n_centroids=int(K), rotation=_as_f32(arrays["rotation"]),
+                   centroids=_as_f32(arrays["centroids"]))
 
     def _check(self, x: np.ndarray) -> None:
         if not self.fitted:
@@ -374,9 +392,10 @@ def fit_tokenizer(features: np.ndarray, use_cache: bool = True, **params) -> PQT
     return tok
 
 
-def fit_tokenizers(dataset, n_tokens: int = N_TOKENS, modalities=None, use_cache: bool = True,
+def fit_tokenizers(dataset, n_tokens: int = N_TOKENS, modalities=None, use_cache: bool = True, items=None,
                    **params) -> dict[str, PQTokenizer]:
-    """One fitted tokenizer per modality of ``dataset`` (all items' features; no interactions are used)."""
+    """One fitted tokenizer per modality of ``dataset`` (no interactions are used). ``items``: indices of the items
+    whose features it is fitted on (None: all items; a cold-start split passes its training items)."""
     if isinstance(modalities, str):
         raise ValueError(f"modalities must be a list of modality names, e.g. [{modalities!r}], got the string "
                          f"{modalities!r}")
@@ -387,30 +406,64 @@ def fit_tokenizers(dataset, n_tokens: int = N_TOKENS, modalities=None, use_cache
     if unknown:
         raise ValueError(f"unknown modality {unknown[0]!r} for dataset {dataset.name!r}; it has "
                          f"{dataset.modalities}. Fix: modalities=None (all) or a list of those.")
-    for m in mods:
-        x = np.asarray(dataset.features[m])
-        name = f"dataset {dataset.name!r}, modality {m!r}"
+    feats = {m: np.asarray(dataset.features[m]) for m in mods}
+    if items is not None:
+        feats = {m: x[np.asarray(items)] for m, x in feats.items()}
+    for m, x in feats.items():
+        name = f"dataset {dataset.name!r}, modality {m!r}" + ("" if items is None else f" ({len(x)} fitting items)")
         check_fit_input(x, n_tokens, params.get("n_centroids", PQTokenizer.n_centroids), name)
         _degenerate_warning(x, name, params.get("n_centroids", PQTokenizer.n_centroids))
-    return {m: fit_tokenizer(dataset.features[m], use_cache=use_cache, n_tokens=n_tokens, **params) for m in mods}
+    return {m: fit_tokenizer(x, use_cache=use_cache, n_tokens=n_tokens, **params) for m, x in feats.items()}
 
 
 def tokenize(dataset, n_tokens: int = N_TOKENS, use_cache: bool = True, modalities=None, disambiguate: bool = False,
-             **params) -> dict[str, np.ndarray]:
+             items=None, **params) -> dict[str, np.ndarray]:
     """Token ids per modality: ``{modality: int64 array (n_items, n_tokens)}``. Cached by content + parameters.
 
+    ``items``: fit the tokenizers on these items only (None: all); every item is encoded.
     ``disambiguate=True`` appends one position per modality that numbers the items sharing a full token tuple
     (:func:`disambiguate_codes`): every item then has distinct codes, shape (n_items, n_tokens + 1).
     """
-    toks = fit_tokenizers(dataset, n_tokens=n_tokens, modalities=modalities, use_cache=use_cache, **params)
+    toks = fit_tokenizers(dataset, n_tokens=n_tokens, modalities=modalities, use_cache=use_cache, items=items,
+                          **params)
+    return encode_items(dataset, toks, disambiguate, use_cache and items is None)
+
+
+def encode_items(dataset, tokenizers: dict, disambiguate: bool = False, use_cached: bool = False
+                 ) -> dict[str, np.ndarray]:
+    """Token ids of every item of ``dataset`` under fitted ``tokenizers`` ({modality: tokenizer}); ``use_cached``
+    takes the ids a cache hit of :func:`fit_tokenizer` holds (fitted on these very features)."""
     out = {}
-    for m, tok in toks.items():
-        cached = getattr(tok, "cached_token_ids", None) if use_cache else None  # checked when loaded
+    for m, tok in tokenizers.items():
+        cached = getattr(tok, "cached_token_ids", None) if use_cached else None  # checked when loaded
         ids = cached if cached is not None else tok.encode(dataset.features[m])
         out[m] = ids.astype(np.int64)
         if disambiguate:
             out[m] = disambiguate_codes(out[m], tok.k)
     return out
+
+
+TOKENIZER_METHODS = {PQTokenizer.method: PQTokenizer}  # saved method name -> class with state() and from_state()
+
+
+def tokenizer_state(tok) -> dict[str, np.ndarray]:
+    """A fitted tokenizer as plain arrays (no pickles): ``method`` (its family, a key of
+    :data:`TOKENIZER_METHODS`), ``K`` (centroids per position), ``D`` (positions) and the family's own arrays."""
+    return {"method": np.array(tok.method), "K": np.array(tok.k), "D": np.array(tok.n_tokens), **tok.state()}
+
+
+def tokenizer_from_state(arrays: dict[str, np.ndarray]):
+    """The fitted tokenizer that :func:`tokenizer_state` wrote (nothing is fitted). A ValueError names the bad
+    entry."""
+    method = str(arrays.get("method", ""))
+    cls = TOKENIZER_METHODS.get(method)
+    if cls is None:
+        raise ValueError(f"tokenizer method {method!r} is not one this motor knows ({sorted(TOKENIZER_METHODS)})")
+    tok = cls.from_state({k: v for k, v in arrays.items() if k not in ("method", "K", "D")})
+    if "K" in arrays and "D" in arrays and (int(arrays["K"]), int(arrays["D"])) != (tok.k, tok.n_tokens):
+        raise ValueError(f"entries K={int(arrays['K'])}, D={int(arrays['D'])} do not match the arrays "
+                         f"(K={tok.k}, D={tok.n_tokens})")
+    return tok
 
 
 def n_centroids_of(token_ids: dict[str, np.ndarray]) -> int:

@@ -94,7 +94,7 @@ def _no_loading(monkeypatch):
         raise AssertionError("the dataset was loaded before the parameters were checked")
 
     monkeypatch.setattr(experiment, "get_dataset", boom)
-    monkeypatch.setattr(experiment, "tokenize", boom)
+    monkeypatch.setattr(experiment, "fit_tokenizers", boom)
 
 
 @pytest.mark.parametrize("kwargs", [{"epochs": 0}, {"patience": 0}, {"batch_size": -1}, {"backbone": "nope"},

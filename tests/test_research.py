@@ -82,7 +82,10 @@ def test_run_ids_of_existing_runs_are_unchanged_and_new_settings_change_them():
     # ids from the committed registry (made before keep / weight_decay / lr_schedule existed)
     assert RunConfig(dataset="scientific", backbone="lightgcn", item_repr="id", seed=0).run_id() == \
         "scientific-random-lightgcn-id-all-D4-s0-190929e1"
-    assert RunConfig(dataset="scientific", split="cold_item", backbone="lightgcn", item_repr="ms").run_id() == \
+    # cold_item runs saved before strict cold start fitted the tokenizer on all items: that setting keeps their id
+    assert RunConfig(dataset="scientific", split="cold_item", backbone="lightgcn", item_repr="ms",
+                     tokenizer_items="all").run_id() == "scientific-cold_item-lightgcn-ms-all-D4-s0-d5dda232"
+    assert RunConfig(dataset="scientific", split="cold_item", backbone="lightgcn", item_repr="ms").run_id() != \
         "scientific-cold_item-lightgcn-ms-all-D4-s0-d5dda232"
     assert RunConfig(dataset="ml100k", backbone="bm3", item_repr="id").run_id() == \
         "ml100k-random-bm3-id-all-D4-s0-15dd0924"

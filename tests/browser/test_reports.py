@@ -1,14 +1,13 @@
 """The committed HTML reports render offline: no page loads anything from a network, and in a headless Chromium
 with every connection refused each plotly figure of the notebook is drawn.
 
-The browser part runs where a Chromium is found ($CHROMIUM, or chromium / chromium-browser / google-chrome on
-PATH; Debian: ``apt-get install chromium``) and is skipped otherwise. ``MOTOR_REPORTS=<folder>`` checks the pages
-under another folder (e.g. freshly exported ones) instead of reports/.
+The browser part runs where a Chromium is found (see conftest.py); without one it is skipped, and under ``CI=true``
+it fails. ``MOTOR_REPORTS=<folder>`` checks the pages under another folder (e.g. freshly exported ones) instead of
+reports/.
 """
 import json
 import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -16,11 +15,6 @@ import pytest
 
 ROOT = Path(os.environ.get("MOTOR_REPORTS") or Path(__file__).parents[2] / "reports")
 PAGES = sorted(ROOT.glob("*/*.html"))
-BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
-
-
-def chromium() -> str | None:
-    return os.environ.get("CHROMIUM") or next((p for p in map(shutil.which, BROWSERS) if p), None)
 
 
 def expected_figures(page: Path) -> int | None:
@@ -32,9 +26,9 @@ def expected_figures(page: Path) -> int | None:
     return sum("application/vnd.plotly.v1+json" in o.get("data", {}) for c in cells for o in c.get("outputs", []))
 
 
-def rendered_dom(page: Path) -> str:
+def rendered_dom(page: Path, browser: str) -> str:
     """The page's DOM after its scripts ran, in headless Chromium whose every connection goes to a closed port."""
-    cmd = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+    cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
            "--proxy-server=127.0.0.1:9", "--proxy-bypass-list=<-loopback>", "--virtual-time-budget=20000",
            "--dump-dom", page.resolve().as_uri()]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=True).stdout
@@ -52,12 +46,11 @@ def test_page_loads_nothing_from_a_network(page):
     assert not remote, f"{page}: loads {remote}; regenerate it with `python -m motor.report html`"
 
 
-@pytest.mark.skipif(chromium() is None, reason="no Chromium found (set $CHROMIUM or install chromium)")
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: f"{p.parent.name}/{p.name}")
-def test_every_figure_renders_offline(page):
+def test_every_figure_renders_offline(page, chromium_path):
     from bs4 import BeautifulSoup
 
-    dom = BeautifulSoup(rendered_dom(page), "html.parser")
+    dom = BeautifulSoup(rendered_dom(page, chromium_path), "html.parser")
     figures = dom.select("div.plotly-graph-div")
     drawn = [f for f in figures if "js-plotly-plot" in f.get("class", []) and f.select_one("svg.main-svg")]
     expected = expected_figures(page)
