@@ -189,12 +189,17 @@ def describe_hit_positions(summary: pd.DataFrame, baseline: str = "id", split_at
         a, b = s.loc[(kind, "all")], s.loc[(baseline, "all")]
         d_top, d_rest, d_dcg = a[top] - b[top], a[rest] - b[rest], a["dcg"] - b["dcg"]
         per_bucket = (s.loc[kind].hits - s.loc[baseline].hits).drop("all", errors="ignore")
+        dcg_bucket = (s.loc[kind].dcg - s.loc[baseline].dcg).drop("all", errors="ignore")
         gain_b, loss_b = per_bucket.idxmax(), per_bucket.idxmin()
+        per_hit_a, per_hit_b = a["dcg"] / a["hits"], b["dcg"] / b["hits"]
+        where = "lower" if per_hit_a < per_hit_b else "higher"
         out.append(f"**{kind}** vs {baseline}: {d_top:+.4f} hits per user at ranks {top.split()[1]} and "
-                   f"{d_rest:+.4f} at ranks {rest.split()[1]} (DCG per user {d_dcg:+.4f}). By the held-out item's "
-                   f"popularity, the largest gain is on items with {gain_b} train interactions "
-                   f"({per_bucket[gain_b]:+.4f} hits per user) and the largest loss on {loss_b} "
-                   f"({per_bucket[loss_b]:+.4f}).")
+                   f"{d_rest:+.4f} at ranks {rest.split()[1]} (DCG per user {d_dcg:+.4f}); a hit earns "
+                   f"{per_hit_a:.3f} DCG on average against {per_hit_b:.3f} for {baseline}, "
+                   f"so its hits sit {where} in the list. By the held-out item's popularity, the largest gain is on "
+                   f"items with {gain_b} train interactions ({per_bucket[gain_b]:+.4f} hits per user) and the "
+                   f"largest loss on {loss_b} ({per_bucket[loss_b]:+.4f}); the DCG it loses most is on "
+                   f"{dcg_bucket.idxmin()} ({dcg_bucket.min():+.4f}).")
     return Finding(" ".join(out))
 
 
