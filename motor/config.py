@@ -144,7 +144,8 @@ class RunConfig:
         _check_device(self.device)
         _check_kwargs(self, "hparams", _init_parameters(backbone_class(self.backbone), 3))
         _check_kwargs(self, "tcn", _init_parameters(item_repr_class(self.item_repr), 0,
-                                                    skip=("n_items", "dim", "token_ids", "n_centroids", "modalities")))
+                                                    skip=("n_items", "dim", "token_ids", "n_centroids", "modalities",
+                                                          "item_popularity")))
         _check_kwargs(self, "tokenizer", [f.name for f in fields(PQTokenizer)
                                           if f.name not in ("n_tokens", "n_centroids", "rotation", "centroids")]
                       + ["disambiguate"])  # tokenize()'s own option

@@ -1,12 +1,12 @@
-"""Training diagnostics on torch models: item-vector spread (collapse), trainer callbacks (spread, train recall) and
-MGCN's gate statistics."""
+"""Training diagnostics on torch models: item-vector spread (collapse), a hybrid's ID/token norm ratio by popularity
+bucket, trainer callbacks (spread, train recall) and MGCN's gate statistics."""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import torch
 
-from .evaluate import metrics_from_topk
+from .evaluate import DEFAULT_BUCKETS, bucket_labels, item_buckets, metrics_from_topk
 
 
 def item_vector_spread(vectors) -> float:
@@ -34,6 +34,33 @@ def model_item_vectors(model, which: str = "final"):
             return model.embeddings()[1].detach() if which == "final" else model.item_repr().detach()
     finally:
         model.train(was)
+
+
+def id_token_norms(model, item_popularity: np.ndarray, edges=None) -> pd.DataFrame:
+    """How much a hybrid item representation (``"ms+id"``, ``"ms+gate"``: one with ``parts()``) leans on its ID
+    part, per popularity bucket of :func:`motor.evaluate.item_buckets` (train interactions, ``item_popularity``
+    (n_items,)). ``model``: a backbone or the representation itself. One row per bucket: ``n_items``, median norm
+    of the token part and of the ID part, and the median of the per-item ratio ``|ID part| / |token part|``
+    (0 = the model is the token model for those items)."""
+    rep = model.item_repr if isinstance(getattr(model, "item_repr", None), torch.nn.Module) else model
+    if not hasattr(rep, "parts"):
+        raise ValueError(f"{type(rep).__name__} has no ID part (parts()); id_token_norms reads a hybrid "
+                         "representation such as item_repr='ms+id' or 'ms+gate'")
+    tokens, ids = (t.float().norm(dim=1).cpu().numpy() for t in rep.parts())
+    pop = np.asarray(item_popularity)
+    if pop.shape != tokens.shape:
+        raise ValueError(f"item_popularity has shape {pop.shape}; the representation has {len(tokens)} items")
+    edges = DEFAULT_BUCKETS if edges is None else edges
+    bucket = item_buckets(pop, edges)
+    ratio = ids / np.maximum(tokens, 1e-12)
+    rows = []
+    for b, label in enumerate(bucket_labels(edges)):
+        sel = bucket == b
+        rows.append({"bucket": label, "n_items": int(sel.sum()),
+                     "token_norm": float(np.median(tokens[sel])) if sel.any() else np.nan,
+                     "id_norm": float(np.median(ids[sel])) if sel.any() else np.nan,
+                     "id_token_ratio": float(np.median(ratio[sel])) if sel.any() else np.nan})
+    return pd.DataFrame(rows).set_index("bucket")
 
 
 def spread_callback(model, which=("final", "repr"), every: int = 1):

@@ -184,7 +184,7 @@ def build_model(cfg: RunConfig, ds: Dataset | None = None, token_ids: dict[str, 
     k = n_centroids or (n_centroids_of(token_ids) if token_ids is not None else cfg.n_centroids)
     torch.manual_seed(cfg.seed)
     rep = build_item_repr(cfg.item_repr, ds.n_items, cfg.dim, token_ids=token_ids, n_centroids=k,
-                          modalities=cfg.modalities, **cfg.tcn)
+                          modalities=cfg.modalities, item_popularity=ds.item_popularity, **cfg.tcn)
     dim = {"dim": cfg.dim} if backbone_class(cfg.backbone).takes_dim else {}
     model = build(cfg.backbone, with_modalities(ds, cfg.modalities), rep, **dim, **cfg.hparams)
     return model, ds, token_ids

@@ -11,6 +11,8 @@ A backbone asks its item representation for item vectors: ``item_repr()`` -> (n_
 * ``"mean"`` :class:`MeanOfTokens`, ``"linear"`` :class:`LinearOfTokens` — the paper's ablations without a cross
   network (Table 4).
 * ``"ms+id"`` :class:`TokensPlusID` — ``"ms"`` plus a per-item ID row with its own L2 weight and dropout.
+* ``"ms+gate"`` :class:`PopularityGated` — ``"ms"`` plus a per-item ID row scaled by a learned monotone gate of the
+  item's train interaction count, exactly 0 for items without any (they stay token-only).
 
 A new representation is one class and one line: subclass :class:`ItemRepresentation` (or
 :class:`TokenRepresentation`, which holds the token ids and tables and gathers an item's token embeddings) and
@@ -69,12 +71,23 @@ def headline_item_reprs() -> list[str]:
 
 def build_item_repr(kind: str, n_items: int, dim: int = DIM, token_ids: Mapping[str, np.ndarray] | None = None,
                     n_centroids: int = N_CENTROIDS, modalities: Sequence[str] | None = None,
-                    **hparams) -> "ItemRepresentation":
+                    item_popularity: np.ndarray | None = None, **hparams) -> "ItemRepresentation":
     """The registered representation ``kind`` for ``n_items`` items of size ``dim``; ``token_ids`` ({modality:
     (n_items, D)} from :func:`motor.tokenize`), ``n_centroids`` and ``modalities`` are used by token-based ones,
-    ``hparams`` are the class's own keyword arguments (``RunConfig.tcn``)."""
+    ``item_popularity`` ((n_items,) train interactions per item, ``Dataset.item_popularity``) by those whose class
+    sets ``needs_popularity``; ``hparams`` are the class's own keyword arguments (``RunConfig.tcn``)."""
     return item_repr_class(kind).build(n_items, dim, token_ids=token_ids, n_centroids=n_centroids,
-                                       modalities=modalities, **hparams)
+                                       modalities=modalities, item_popularity=item_popularity, **hparams)
+
+
+def _popularity_kwarg(cls: type, item_popularity) -> dict:
+    """``{"item_popularity": ...}`` for classes that need it (an error when it is missing), else ``{}``."""
+    if not cls.needs_popularity:
+        return {}
+    if item_popularity is None:
+        raise ValueError(f"item_repr {cls.name!r} needs item_popularity (train interactions per item, "
+                         "Dataset.item_popularity); motor.run passes it")
+    return {"item_popularity": item_popularity}
 
 
 class ItemRepresentation(nn.Module):
@@ -85,13 +98,14 @@ class ItemRepresentation(nn.Module):
     name: ClassVar[str] = ""  # set by register_item_repr
     headline: ClassVar[bool] = False
     needs_tokens: ClassVar[bool] = False  # the run tokenizes the dataset only for representations that need it
+    needs_popularity: ClassVar[bool] = False  # the constructor takes ``item_popularity`` (train counts per item)
     n_items: int
     dim: int
 
     @classmethod
     def build(cls, n_items: int, dim: int, token_ids=None, n_centroids: int = N_CENTROIDS, modalities=None,
-              **hparams) -> "ItemRepresentation":
-        return cls(n_items, dim, **hparams)
+              item_popularity=None, **hparams) -> "ItemRepresentation":
+        return cls(n_items, dim, **_popularity_kwarg(cls, item_popularity), **hparams)
 
     def n_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -132,10 +146,11 @@ class TokenRepresentation(ItemRepresentation):
 
     @classmethod
     def build(cls, n_items: int, dim: int, token_ids=None, n_centroids: int = N_CENTROIDS, modalities=None,
-              **hparams) -> "TokenRepresentation":
+              item_popularity=None, **hparams) -> "TokenRepresentation":
         if token_ids is None:
             raise ValueError(f"item_repr {cls.name!r} needs token_ids (motor.tokenize(dataset))")
-        rep = cls(token_ids, n_centroids, dim, modalities=modalities, **hparams)
+        rep = cls(token_ids, n_centroids, dim, modalities=modalities, **_popularity_kwarg(cls, item_popularity),
+                  **hparams)
         if rep.n_items != n_items:
             raise ValueError(f"token ids cover {rep.n_items} items, the dataset has {n_items}: tokenize this dataset")
         return rep
@@ -298,41 +313,147 @@ class _DecayRows(torch.autograd.Function):
         return grad + ctx.weight * rows, None
 
 
-@register_item_repr("ms+id")
-class TokensPlusID(ModalSpecific):
-    """Hybrid: the ``"ms"`` vector plus a per-item ID row, ``v_i = TCN(tokens of i) + id_i``.
+def _check_id_options(id_scale: float, id_reg: float, id_dropout: float) -> None:
+    """Raise a ValueError naming the ``RunConfig.tcn`` key of a bad ID-part option."""
+    if not (np.isfinite(id_scale) and id_scale > 0):
+        raise ValueError(f"id_scale must be a finite number > 0 (RunConfig.tcn['id_scale']), got {id_scale!r}")
+    if not id_reg >= 0:
+        raise ValueError(f"id_reg must be >= 0 (RunConfig.tcn['id_reg']), got {id_reg!r}")
+    if not 0 <= id_dropout < 1:
+        raise ValueError(f"id_dropout must be in [0, 1) (RunConfig.tcn['id_dropout']), got {id_dropout!r}")
 
-    The ID rows start at zero, so training starts from the pure token model; an item's row grows only where the
-    loss gradient outweighs its L2 penalty, which popular items' gradients do and long-tail items' do not, so
-    long-tail items lean on their tokens. ``id_reg``: L2 weight of the ID rows (every training forward pass adds
-    ``id_reg * row`` to the gradient of each row it used, i.e. the gradient of ``id_reg / 2 * ||row||^2``; the
-    reported loss does not include it). ``id_dropout``: probability that an item's whole ID row is dropped from a
-    training forward pass (the kept rows scaled by 1 / (1 - p)), so the tokens must also represent every item
-    alone. Neither applies in evaluation. ``hidden``/``activation``: as ``"ms"``. The defaults are not tuned.
-    """
 
-    def __init__(self, token_ids, n_centroids: int = N_CENTROIDS, dim: int = DIM, modalities=None,
-                 hidden: Sequence[int] = (), activation: str = "tanh", id_reg: float = 1e-3,
-                 id_dropout: float = 0.2):
+class _TokensAndRows(ModalSpecific):
+    """Base of the hybrids: the ``"ms"`` vector plus a per-item ID part built from learnable rows ``theta``
+    (zeros at the start: training starts from the pure token model, and a row that no training pass uses stays
+    exactly zero). The ID row used is ``id_scale * theta``: under Adam a parameter moves about ``lr`` per step
+    whatever its gradient's size, so ``id_scale`` sets how fast the ID part can grow next to the token part
+    (whose output sums and multiplies many token rows and so grows much faster than one row at the same ``lr``).
+    ``id_reg``: L2 weight on ``theta`` (every training forward pass adds ``id_reg * theta_i`` to the gradient of
+    each row it used; the reported loss does not include it). ``id_dropout``: probability that an item's whole ID
+    part is dropped from a training forward pass (the kept ones scaled by 1 / (1 - p)), so the tokens must also
+    represent items alone. Neither applies in evaluation. Subclasses say which rows exist and how they are
+    weighted (:meth:`id_part`)."""
+
+    def __init__(self, token_ids, n_centroids: int, dim: int, modalities, hidden: Sequence[int], activation: str,
+                 n_rows: int, id_scale: float, id_reg: float, id_dropout: float):
         super().__init__(token_ids, n_centroids, dim, modalities, hidden, activation)
-        if not id_reg >= 0:
-            raise ValueError(f"id_reg must be >= 0 (RunConfig.tcn['id_reg']), got {id_reg!r}")
-        if not 0 <= id_dropout < 1:
-            raise ValueError(f"id_dropout must be in [0, 1) (RunConfig.tcn['id_dropout']), got {id_dropout!r}")
-        self.id_reg, self.id_dropout = float(id_reg), float(id_dropout)
-        self.id_rows = nn.Parameter(torch.zeros(self.n_items, dim))  # zeros: no draw from the RNG, "ms"'s init kept
+        _check_id_options(id_scale, id_reg, id_dropout)
+        self.id_scale, self.id_reg, self.id_dropout = float(id_scale), float(id_reg), float(id_dropout)
+        self.id_rows = nn.Parameter(torch.zeros(n_rows, dim))  # theta; zeros: no RNG draw, "ms"'s init kept
 
     def represent(self, index: torch.Tensor | None) -> torch.Tensor:
         return super().represent(index) + self.id_part(index)
 
     def id_part(self, index: torch.Tensor | None) -> torch.Tensor:
-        """(n, d) ID rows of ``index`` (all items if None), with the L2 penalty and row dropout when training."""
-        rows = self.id_rows if index is None else self.id_rows.index_select(0, index)
-        if not self.training:
-            return rows
-        if self.id_reg > 0:
+        """(n, d) ID part of the items in ``index`` (all items if None)."""
+        raise NotImplementedError
+
+    def parts(self, index: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(token part, ID part), each (n, d), of the items in ``index`` (all if None), as in evaluation (no
+        dropout), without gradients; their sum is the item vector."""
+        was = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                return ModalSpecific.represent(self, index).detach(), self.id_part(index).detach()
+        finally:
+            self.train(was)
+
+    def _train_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        """``id_scale * rows`` with the L2 penalty and whole-row dropout in training."""
+        if self.training and self.id_reg > 0:
             rows = _DecayRows.apply(rows, self.id_reg)
-        if self.id_dropout > 0:
+        rows = rows * self.id_scale if self.id_scale != 1.0 else rows
+        if self.training and self.id_dropout > 0:
             keep = torch.rand(rows.shape[0], 1, device=rows.device) >= self.id_dropout
             rows = rows * keep.to(rows.dtype).mul_(1.0 / (1.0 - self.id_dropout))
         return rows
+
+
+@register_item_repr("ms+id")
+class TokensPlusID(_TokensAndRows):
+    """Hybrid: the ``"ms"`` vector plus a per-item ID row, ``v_i = TCN(tokens of i) + id_scale * theta_i``.
+
+    One row per item (so it cannot score items added after training). Options as :class:`_TokensAndRows`;
+    ``hidden``/``activation`` as ``"ms"``. Defaults: the ID part's step size 30x the rows' own (``id_scale``), no
+    extra L2, no dropout, so a popular item's ID part reaches a norm comparable to its token part's
+    (:func:`motor.diagnostics.id_token_norms`); items without train interactions keep a zero row.
+    """
+
+    def __init__(self, token_ids, n_centroids: int = N_CENTROIDS, dim: int = DIM, modalities=None,
+                 hidden: Sequence[int] = (), activation: str = "tanh", id_scale: float = 30.0, id_reg: float = 0.0,
+                 id_dropout: float = 0.0):
+        n_items = len(next(iter(token_ids.values())))
+        super().__init__(token_ids, n_centroids, dim, modalities, hidden, activation, n_items, id_scale, id_reg,
+                         id_dropout)
+
+    def id_part(self, index: torch.Tensor | None) -> torch.Tensor:
+        return self._train_rows(self.id_rows if index is None else self.id_rows.index_select(0, index))
+
+
+@register_item_repr("ms+gate")
+class PopularityGated(_TokensAndRows):
+    """Popularity-gated residual: ``v_i = TCN(tokens of i) + g(n_i) * id_scale * theta_i``, ``n_i`` the item's
+    train interactions (``item_popularity``, fixed when built).
+
+    ``g(n) = (s(a (l - b)) - s(-a b)) / (1 - s(-a b))`` with ``l = log(1 + n)``, ``s`` the logistic function,
+    slope ``a = softplus(.) > 0`` and centre ``b`` learned: increasing in ``n``, 0 at ``n = 0`` (set exactly) and
+    -> 1 for popular items. Rows exist only for items with ``n_i > 0`` (``n_warm`` of them): an item without
+    train interactions has no row and its vector is exactly its token vector, so a catalogue grown by new items
+    (:func:`motor.score_new_items`) loads the same weights. ``gate_center`` / ``gate_slope``: initial ``n`` at
+    which g is about half-way (``b = log(1 + gate_center)``) and initial ``a``; ``learn_gate=False`` keeps them
+    fixed. Other options as :class:`_TokensAndRows`.
+    """
+
+    needs_popularity = True
+
+    def __init__(self, token_ids, n_centroids: int = N_CENTROIDS, dim: int = DIM, modalities=None,
+                 hidden: Sequence[int] = (), activation: str = "tanh", item_popularity=None,
+                 gate_center: float = 10.0, gate_slope: float = 2.0, learn_gate: bool = True,
+                 id_scale: float = 30.0, id_reg: float = 0.0, id_dropout: float = 0.0):
+        n_items = len(next(iter(token_ids.values())))
+        counts = np.asarray(item_popularity) if item_popularity is not None else None
+        if counts is None or counts.shape != (n_items,) or not np.issubdtype(counts.dtype, np.number) \
+                or not np.isfinite(counts).all() or (counts < 0).any():
+            raise ValueError(f"item_popularity must be {n_items} finite counts >= 0 (train interactions per item, "
+                             f"Dataset.item_popularity), got {None if counts is None else counts.shape}")
+        if not (np.isfinite(gate_center) and gate_center > 0):
+            raise ValueError(f"gate_center must be a number > 0 (RunConfig.tcn['gate_center']), got {gate_center!r}")
+        if not (np.isfinite(gate_slope) and gate_slope > 0):
+            raise ValueError(f"gate_slope must be a number > 0 (RunConfig.tcn['gate_slope']), got {gate_slope!r}")
+        warm = counts > 0
+        super().__init__(token_ids, n_centroids, dim, modalities, hidden, activation, int(warm.sum()), id_scale,
+                         id_reg, id_dropout)
+        self.n_warm = int(warm.sum())
+        row = np.where(warm, np.cumsum(warm) - 1, -1)
+        self.register_buffer("row_of_item", torch.as_tensor(row, dtype=torch.long), persistent=False)  # -1: none
+        self.register_buffer("warm_items", torch.as_tensor(np.flatnonzero(warm), dtype=torch.long), persistent=False)
+        self.register_buffer("log_count", torch.log1p(torch.as_tensor(counts, dtype=torch.float32)),
+                             persistent=False)
+        slope_raw = float(np.log(np.expm1(gate_slope)))  # softplus^-1
+        center = float(np.log1p(gate_center))
+        self.gate_slope_raw = nn.Parameter(torch.tensor(slope_raw), requires_grad=learn_gate)
+        self.gate_center = nn.Parameter(torch.tensor(center), requires_grad=learn_gate)
+
+    def gate(self, index: torch.Tensor | None = None) -> torch.Tensor:
+        """(n,) gate values g(n_i) of the items in ``index`` (all if None); exactly 0 where n_i = 0."""
+        log_n = self.log_count if index is None else self.log_count.index_select(0, index)
+        a = F.softplus(self.gate_slope_raw)
+        at_zero = torch.sigmoid(-a * self.gate_center)
+        g = (torch.sigmoid(a * (log_n - self.gate_center)) - at_zero) / (1 - at_zero).clamp_min(1e-6)
+        return torch.where(log_n > 0, g, torch.zeros_like(g))
+
+    def id_part(self, index: torch.Tensor | None) -> torch.Tensor:
+        items = torch.arange(self.n_items, device=self.id_rows.device) if index is None else index
+        out = torch.zeros(len(items), self.dim, dtype=self.id_rows.dtype, device=self.id_rows.device)
+        if self.n_warm == 0:
+            return out
+        if index is None:
+            at, rows = self.warm_items, self.id_rows
+        else:
+            row = self.row_of_item.index_select(0, items)
+            at = torch.nonzero(row >= 0).squeeze(1)
+            rows = self.id_rows.index_select(0, row.index_select(0, at))
+        gated = self.gate(items.index_select(0, at))[:, None] * self._train_rows(rows)
+        return out.index_copy(0, at, gated)

@@ -243,7 +243,7 @@ def test_tanh_cross_gradcheck():
 def test_registry_names_classes_and_headline():
     from motor.item_repr import headline_item_reprs, item_repr_class
 
-    assert list(ITEM_REPRS)[:6] == ["id", "ms", "ma", "mean", "linear", "ms+id"]  # run ids use these names
+    assert list(ITEM_REPRS)[:7] == ["id", "ms", "ma", "mean", "linear", "ms+id", "ms+gate"]  # run ids use these names
     assert headline_item_reprs() == ["id", "ms", "ma"]
     for name, cls in ITEM_REPRS.items():
         assert cls.name == name and item_repr_class(name) is cls
@@ -252,7 +252,7 @@ def test_registry_names_classes_and_headline():
         build_item_repr("nope", 10, 4)
     ids = _ids()
     for name, cls in ITEM_REPRS.items():  # built by name, the class that was registered
-        rep = build_item_repr(name, 7, 6, token_ids=ids, n_centroids=5)
+        rep = build_item_repr(name, 7, 6, token_ids=ids, n_centroids=5, item_popularity=np.arange(7))
         assert type(rep) is cls and rep(torch.tensor([1, 4])).shape == (2, 6)
     with pytest.raises(ValueError, match="token ids cover 7 items, the dataset has 8"):
         build_item_repr("ms", 8, 6, token_ids=ids, n_centroids=5)
@@ -362,61 +362,200 @@ def test_registered_kinds_equal_the_cross_flag_code_bit_for_bit(old_token_repres
                 assert torch.equal(grads[0][n], grads[1][n]), (weights, path, n)
 
 
-# --- the hybrid "ms+id" -------------------------------------------------------------------------------------------
+# --- the hybrids "ms+id" and "ms+gate" ---------------------------------------------------------------------------
 
 def test_hybrid_is_ms_plus_an_id_row_and_starts_as_ms():
     ids = _ids(n=30, k=5)
     torch.manual_seed(2)
     ms = build_item_repr("ms", 30, 6, token_ids=ids, n_centroids=5)
     torch.manual_seed(2)
-    hybrid = build_item_repr("ms+id", 30, 6, token_ids=ids, n_centroids=5, id_reg=0.1, id_dropout=0.5)
+    hybrid = build_item_repr("ms+id", 30, 6, token_ids=ids, n_centroids=5, id_scale=3.0, id_reg=0.1,
+                             id_dropout=0.5)
     assert hybrid.n_parameters() == ms.n_parameters() + 30 * 6
     hybrid.eval()
     assert torch.equal(hybrid(), ms())  # zero ID rows: the same model as "ms" at the start
     with torch.no_grad():
         hybrid.id_rows.normal_()
     idx = torch.tensor([4, 1, 4])
-    torch.testing.assert_close(hybrid(idx), ms(idx) + hybrid.id_rows[idx])
-    torch.testing.assert_close(hybrid(), ms() + hybrid.id_rows)
-    with pytest.raises(ValueError, match="id_dropout"):
-        build_item_repr("ms+id", 30, 6, token_ids=ids, n_centroids=5, id_dropout=1.0)
-    with pytest.raises(ValueError, match="id_reg"):
-        build_item_repr("ms+id", 30, 6, token_ids=ids, n_centroids=5, id_reg=-1)
+    torch.testing.assert_close(hybrid(idx), ms(idx) + 3.0 * hybrid.id_rows[idx])
+    torch.testing.assert_close(hybrid(), ms() + 3.0 * hybrid.id_rows)
+    tokens, id_part = hybrid.parts()
+    torch.testing.assert_close(tokens, ms())
+    torch.testing.assert_close(id_part, 3.0 * hybrid.id_rows.detach())
+    for bad, match in (({"id_dropout": 1.0}, "id_dropout"), ({"id_reg": -1}, "id_reg"),
+                       ({"id_scale": 0.0}, "id_scale")):
+        with pytest.raises(ValueError, match=match):
+            build_item_repr("ms+id", 30, 6, token_ids=ids, n_centroids=5, **bad)
 
 
-@pytest.mark.parametrize("index", [None, torch.tensor([4, 1, 4, 9, 2, 7])])
-def test_hybrid_backward_l2_and_row_dropout(index):
-    """Training: kept rows are scaled by 1 / (1 - p), dropped rows give nothing to the output; every used row's
-    gradient is the loss's plus ``id_reg * row`` (dropped ones too), unused rows get no gradient."""
+@pytest.mark.parametrize("kind", ["ms+id", "ms+gate"])
+@pytest.mark.parametrize("index", [None, torch.tensor([4, 1, 4, 9, 2, 7, 0])])
+def test_hybrid_backward_l2_and_row_dropout(kind, index):
+    """Training: kept ID parts are scaled by id_scale / (1 - p), dropped ones give nothing to the output; every
+    used row's gradient is the loss's plus ``id_reg * row`` (dropped ones too), unused rows get no gradient."""
     ids = _ids(n=30, k=5)
-    p, reg = 0.5, 0.1
+    pop = np.arange(30) % 4  # items 0, 4, 8, ... have no train interactions
+    p, reg, scale = 0.5, 0.1, 3.0
     torch.manual_seed(0)
-    rep = build_item_repr("ms+id", 30, 6, token_ids=ids, n_centroids=5, id_reg=reg, id_dropout=p).double()
+    rep = build_item_repr(kind, 30, 6, token_ids=ids, n_centroids=5, id_reg=reg, id_dropout=p, id_scale=scale,
+                          item_popularity=pop).double()
     with torch.no_grad():
         rep.id_rows.normal_()
     rep.train()
     torch.manual_seed(5)
     out = rep() if index is None else rep(index)
-    rows = torch.arange(30) if index is None else index
+    items = torch.arange(30) if index is None else index
+    if kind == "ms+id":
+        theta, weight = rep.id_rows.detach()[items], torch.ones(len(items), dtype=torch.float64)
+        row = items
+    else:
+        row = rep.row_of_item[items]
+        theta = torch.where(row[:, None] >= 0, rep.id_rows.detach()[row.clamp_min(0)], 0.0)
+        weight = rep.gate(items).detach()
     id_part = out.detach() - ModalSpecific.represent(rep, index).detach()  # the same path without ID rows
-    kept = (id_part - rep.id_rows.detach()[rows] / (1 - p)).abs().amax(1) < 1e-12
+    full = weight[:, None] * scale * theta / (1 - p)
+    kept = (id_part - full).abs().amax(1) < 1e-12
     dropped = id_part.abs().amax(1) < 1e-12
-    assert (kept | dropped).all() and kept.any() and dropped.any()  # whole rows, both outcomes drawn
+    has_row = weight > 0
+    assert (kept | dropped).all() and (kept & has_row).any() and (dropped & has_row & ~kept).any()
     g = torch.randn_like(out)
     (out * g).sum().backward()
     want = torch.zeros_like(rep.id_rows)
-    want.index_add_(0, rows, g * kept[:, None] / (1 - p) + reg * rep.id_rows.detach()[rows])
+    use = row >= 0
+    grad = g * (kept & ~dropped)[:, None] * weight[:, None] * scale / (1 - p) + reg * theta
+    want.index_add_(0, row[use], grad[use])
     torch.testing.assert_close(rep.id_rows.grad, want, atol=1e-12, rtol=0)
     rep.eval()  # evaluation: no dropout, no penalty
-    assert torch.equal(rep(), ModalSpecific.represent(rep, None) + rep.id_rows)
+    tokens, id_part = rep.parts()
+    assert torch.equal(rep(), tokens + id_part)
 
 
-def test_hybrid_trains_in_a_run():
+def _gated(n=40, pop=None, **kw):
+    ids = _ids(n=n, k=5)
+    pop = np.random.default_rng(1).integers(0, 80, n) * (np.arange(n) % 3 > 0) if pop is None else pop
+    return build_item_repr("ms+gate", n, 6, token_ids=ids, n_centroids=5, item_popularity=pop, **kw), ids, pop
+
+
+def test_gate_is_monotone_zero_for_cold_items_and_tends_to_one():
+    rep, _, _ = _gated(n=8, pop=np.array([0, 1, 2, 5, 10, 50, 1000, 10 ** 7]))
+    with torch.no_grad():
+        rep.gate_slope_raw.fill_(0.3)
+        rep.gate_center.fill_(1.7)
+    g = rep.gate()
+    assert g[0].item() == 0.0  # exactly, not approximately
+    assert (g[1:] > 0).all() and (torch.diff(g) > 0).all() and 0.99 < g[-1] <= 1.0
+    assert torch.equal(rep.gate(torch.tensor([5, 0])), g[[5, 0]])
+    a, b = torch.nn.functional.softplus(torch.tensor(0.3)), torch.tensor(1.7)
+    naive = [(torch.sigmoid(a * (np.log1p(n) - b)) - torch.sigmoid(-a * b)) / (1 - torch.sigmoid(-a * b))
+             for n in (1, 10, 1000)]
+    torch.testing.assert_close(g[[1, 4, 6]], torch.stack(naive).float())
+    fresh, _, _ = _gated(n=8, pop=np.array([0, 1, 2, 5, 10, 50, 1000, 10 ** 7]), gate_center=10.0, gate_slope=2.0)
+    torch.testing.assert_close(fresh.gate()[4], torch.tensor(
+        float((1 / (1 + np.exp(-2 * (np.log1p(10) - np.log1p(10)))) - 1 / (1 + np.exp(2 * np.log1p(10))))
+              / (1 - 1 / (1 + np.exp(2 * np.log1p(10)))))))
+
+
+def test_gated_cold_items_are_exactly_their_token_vectors():
+    torch.manual_seed(0)
+    rep, ids, pop = _gated()
+    torch.manual_seed(0)
+    ms = build_item_repr("ms", len(pop), 6, token_ids=ids, n_centroids=5)
+    assert rep.n_warm == int((pop > 0).sum()) and rep.id_rows.shape == (rep.n_warm, 6)
+    assert rep.n_parameters() == ms.n_parameters() + rep.n_warm * 6 + 2  # rows of warm items only, 2 gate weights
+    with torch.no_grad():
+        rep.id_rows.normal_()
+    cold = np.flatnonzero(pop == 0)
+    for mode in (rep.eval, rep.train):
+        mode()
+        out = rep()
+        assert torch.equal(out[cold], ModalSpecific.represent(rep, None)[cold])
+        sub = torch.as_tensor(np.r_[cold[:3], np.flatnonzero(pop > 0)[:3]])
+        assert torch.equal(rep(sub)[:3], ModalSpecific.represent(rep, sub)[:3])
+    rep.eval()
+    warm = np.flatnonzero(pop > 0)
+    assert (rep()[warm] - ModalSpecific.represent(rep, None)[warm]).abs().amax(1).min() > 0
+
+
+def test_gated_gradients_reach_rows_gate_and_tokens():
+    rep, _, pop = _gated(id_dropout=0.0)
+    with torch.no_grad():
+        rep.id_rows.normal_()
+    rep.train()
+    rep().pow(2).sum().backward()
+    assert (rep.id_rows.grad.abs().sum(1) > 0).all()  # every warm item's row
+    assert rep.gate_slope_raw.grad != 0 and rep.gate_center.grad != 0
+    assert rep.tables.grad.abs().sum() > 0
+    fixed, _, _ = _gated(learn_gate=False)
+    assert not fixed.gate_slope_raw.requires_grad and fixed.n_parameters() == rep.n_parameters()
+
+
+def test_gated_needs_popularity_and_checks_options():
+    ids = _ids(n=10, k=5)
+    with pytest.raises(ValueError, match="needs item_popularity"):
+        build_item_repr("ms+gate", 10, 6, token_ids=ids, n_centroids=5)
+    with pytest.raises(ValueError, match="item_popularity must be 10 finite counts"):
+        build_item_repr("ms+gate", 10, 6, token_ids=ids, n_centroids=5, item_popularity=np.ones(9))
+    with pytest.raises(ValueError, match="gate_center"):
+        _gated(gate_center=0.0)
+    all_cold, _, _ = _gated(n=10, pop=np.zeros(10, dtype=int))  # no train interactions at all: the token model
+    assert all_cold.n_warm == 0 and torch.equal(all_cold(), ModalSpecific.represent(all_cold, None))
+
+
+@pytest.mark.parametrize("kind", ["ms+id", "ms+gate"])
+def test_hybrid_state_round_trip(kind):
+    """Built by name twice from the same data, one's weights load into the other and give the same vectors."""
+    ids = _ids(n=40, k=5)
+    pop = np.arange(40) % 5
+    rep = build_item_repr(kind, 40, 6, token_ids=ids, n_centroids=5, item_popularity=pop, id_scale=2.0)
+    assert type(rep) is ITEM_REPRS[kind] and rep.name == kind
+    _randomise(rep)
+    other = build_item_repr(kind, 40, 6, token_ids=ids, n_centroids=5, item_popularity=pop, id_scale=2.0)
+    other.load_state_dict(rep.state_dict())
+    rep.eval(), other.eval()
+    assert torch.equal(rep(), other())
+
+
+def test_id_token_norms_by_bucket():
+    from motor.diagnostics import id_token_norms
+
+    rep, _, pop = _gated(n=60, pop=np.r_[np.zeros(20, int), np.full(20, 8), np.full(20, 100)])
+    with torch.no_grad():
+        rep.id_rows.normal_()
+    table = id_token_norms(rep, pop)
+    assert list(table.index) == ["0-5", "6-10", "11-20", "21-50", ">50"]
+    assert table.n_items.tolist() == [20, 20, 0, 0, 20]
+    tokens, id_part = (t.norm(dim=1).numpy() for t in rep.parts())
+    assert table.loc["0-5", "id_norm"] == 0 and table.loc["0-5", "id_token_ratio"] == 0  # cold: token-only
+    np.testing.assert_allclose(table.loc[">50", "id_token_ratio"], np.median(id_part[40:] / tokens[40:]), rtol=1e-6)
+    np.testing.assert_allclose(table.loc["6-10", "token_norm"], np.median(tokens[20:40]), rtol=1e-6)
+    with pytest.raises(ValueError, match="no ID part"):
+        id_token_norms(build_item_repr("ms", 60, 6, token_ids=_ids(n=60, k=5), n_centroids=5), pop)
+
+
+@pytest.mark.parametrize("kind, tcn", [("ms+id", {"id_reg": 1e-3, "id_dropout": 0.2}),
+                                       ("ms+gate", {"gate_center": 5.0, "id_scale": 10.0})])
+def test_hybrid_trains_in_a_run(kind, tcn):
     from motor.experiment import run
 
-    res = run(dataset="synthetic", backbone="lightgcn", item_repr="ms+id", n_tokens=2, epochs=3, save=False,
-                    progress=False, tcn={"id_reg": 1e-3, "id_dropout": 0.2})
+    res = run(dataset="synthetic", backbone="lightgcn", item_repr=kind, n_tokens=2, epochs=3, save=False,
+              progress=False, tcn=tcn)
     rep = res.model.item_repr
     assert res.history.loss.iloc[-1] < res.history.loss.iloc[0]
     assert rep.id_rows.abs().sum() > 0  # the ID rows moved away from zero
-    assert res.params["item"] == rep.n_parameters() and res.run_id.split("-")[3] == "ms+id"
+    assert res.params["item"] == rep.n_parameters() and res.run_id.split("-")[3] == kind
+
+
+def test_gated_run_scores_new_items_as_token_only_items():
+    import motor
+    from motor.experiment import get_dataset
+
+    res = motor.run(dataset="synthetic", backbone="bpr", item_repr="ms+gate", n_tokens=2, epochs=2, save=False,
+                    progress=False)
+    ds = get_dataset("synthetic")
+    items = [3, 7]
+    feats = {m: ds.features[m][items] for m in ds.modalities}
+    vecs = motor.new_item_vectors(res, feats)
+    rep = res.model.item_repr
+    tokens, _ = rep.parts(torch.as_tensor(items))  # a new copy of an item: its token vector, no ID part
+    np.testing.assert_allclose(vecs, tokens.numpy(), atol=1e-5)
+    assert motor.score_new_items(res, feats, users=[0, 1]).shape == (2, 2)
