@@ -19,7 +19,7 @@ from .data import SPLIT_SCHEMES
 from .defaults import BATCH_SIZE, DIM, EPOCHS, LR, N_CENTROIDS, N_TOKENS, PATIENCE
 from .item_repr import ITEM_REPRS, item_repr_class
 from .runs import ADDED_FIELDS, non_default_fields
-from .tokenizer import PQTokenizer, check_params
+from .tokenizer import TOKENIZER_METHODS, check_params, tokenizer_class
 from .train import trainer_settings
 
 
@@ -58,7 +58,8 @@ class RunConfig:
     tcn: dict = field(default_factory=dict, metadata={
         "help": "item representation settings as JSON, e.g. '{\"hidden\": [64]}'"})
     tokenizer: dict = field(default_factory=dict, metadata={
-        "help": "extra tokenizer settings as JSON, e.g. '{\"subspace_seeds\": true}'"})
+        "help": "tokenizer family and settings as JSON: '{\"method\": \"rq\"}' (residual k-means; default opq), "
+                "e.g. '{\"subspace_seeds\": true}'"})
     cold_fraction: float = field(default=0.2, metadata={"help": "share of items made cold by the cold_item split"})
     tag: str = field(default="", metadata={"help": "free label; tagged runs are kept out of the main tables"})
     keep: float = field(default=1.0, metadata={
@@ -73,6 +74,11 @@ class RunConfig:
     token_ids_from: str | None = field(default=None, metadata={
         "help": "a saved run (id or folder) of the same tokenization whose stored tokenizer and token ids to use "
                 "instead of fitting (re-trains a run to its own digits anywhere; not part of the run id)"})
+
+    def __post_init__(self):
+        if isinstance(self.tokenizer, dict) and self.tokenizer.get("method") == "opq":
+            # the default family named is the same run as not naming it (one run id, one variant name)
+            self.tokenizer = {k: v for k, v in self.tokenizer.items() if k != "method"}
 
     def trainer(self) -> dict:
         """Effective weight decay and lr schedule (explicit values, else the backbone's ``trainer_defaults``)."""
@@ -146,17 +152,21 @@ class RunConfig:
         _check_kwargs(self, "tcn", _init_parameters(item_repr_class(self.item_repr), 0,
                                                     skip=("n_items", "dim", "token_ids", "n_centroids", "modalities",
                                                           "item_popularity")))
-        _check_kwargs(self, "tokenizer", [f.name for f in fields(PQTokenizer)
+        method = self.tokenizer.get("method", "opq") if isinstance(self.tokenizer, dict) else "opq"
+        _check(isinstance(method, str) and method in TOKENIZER_METHODS, "tokenizer", self.tokenizer,
+               f"a 'method' among {sorted(TOKENIZER_METHODS)} (tokenizer families), e.g. {{'method': 'rq'}}")
+        tok_cls = tokenizer_class(method)
+        _check_kwargs(self, "tokenizer", [f.name for f in fields(tok_cls)
                                           if f.name not in ("n_tokens", "n_centroids", "rotation", "centroids")]
-                      + ["disambiguate"])  # tokenize()'s own option
-        max_dim = PQTokenizer.max_dim
-        if "max_dim" not in self.tokenizer and self.n_tokens > max_dim:  # not the default max_dim's fault
+                      + ["disambiguate", "method"])  # tokenize()'s own options
+        max_dim = tok_cls.max_dim
+        if method == "opq" and "max_dim" not in self.tokenizer and self.n_tokens > max_dim:  # not the default's fault
             raise ConfigError(f"RunConfig.n_tokens={self.n_tokens}: more tokens per modality than the tokenizer's "
                               f"output dimensions (max_dim={max_dim}; a token needs at least one). Fix: n_tokens <= "
                               f"{max_dim} (the paper uses 2-16), or raise tokenizer={{'max_dim': ...}}.")
         try:
-            check_params(PQTokenizer(n_tokens=self.n_tokens, n_centroids=self.n_centroids,
-                                     **{k: v for k, v in self.tokenizer.items() if k != "disambiguate"}))
+            check_params(tok_cls(n_tokens=self.n_tokens, n_centroids=self.n_centroids,
+                                 **{k: v for k, v in self.tokenizer.items() if k not in ("disambiguate", "method")}))
         except ValueError as exc:
             raise ConfigError(f"RunConfig.tokenizer={self.tokenizer!r}: {exc}") from None
         try:

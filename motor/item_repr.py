@@ -376,13 +376,13 @@ class TokensPlusID(_TokensAndRows):
     """Hybrid: the ``"ms"`` vector plus a per-item ID row, ``v_i = TCN(tokens of i) + id_scale * theta_i``.
 
     One row per item (so it cannot score items added after training). Options as :class:`_TokensAndRows`;
-    ``hidden``/``activation`` as ``"ms"``. Defaults: the ID part's step size 30x the rows' own (``id_scale``), no
-    extra L2, no dropout, so a popular item's ID part reaches a norm comparable to its token part's
+    ``hidden``/``activation`` as ``"ms"``. Defaults: the ID part's step size 10x the rows' own (``id_scale``), no
+    extra L2, no dropout, so an item's ID part reaches a norm comparable to its token part's
     (:func:`motor.diagnostics.id_token_norms`); items without train interactions keep a zero row.
     """
 
     def __init__(self, token_ids, n_centroids: int = N_CENTROIDS, dim: int = DIM, modalities=None,
-                 hidden: Sequence[int] = (), activation: str = "tanh", id_scale: float = 30.0, id_reg: float = 0.0,
+                 hidden: Sequence[int] = (), activation: str = "tanh", id_scale: float = 10.0, id_reg: float = 0.0,
                  id_dropout: float = 0.0):
         n_items = len(next(iter(token_ids.values())))
         super().__init__(token_ids, n_centroids, dim, modalities, hidden, activation, n_items, id_scale, id_reg,
@@ -411,7 +411,7 @@ class PopularityGated(_TokensAndRows):
     def __init__(self, token_ids, n_centroids: int = N_CENTROIDS, dim: int = DIM, modalities=None,
                  hidden: Sequence[int] = (), activation: str = "tanh", item_popularity=None,
                  gate_center: float = 10.0, gate_slope: float = 2.0, learn_gate: bool = True,
-                 id_scale: float = 30.0, id_reg: float = 0.0, id_dropout: float = 0.0):
+                 id_scale: float = 10.0, id_reg: float = 0.0, id_dropout: float = 0.0):
         n_items = len(next(iter(token_ids.values())))
         counts = np.asarray(item_popularity) if item_popularity is not None else None
         if counts is None or counts.shape != (n_items,) or not np.issubdtype(counts.dtype, np.number) \

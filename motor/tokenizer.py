@@ -1,4 +1,5 @@
-"""Multimodal tokenizer (paper section 3.3): optimized product quantization per modality -> D token ids.
+"""Multimodal tokenizer (paper section 3.3): optimized product quantization per modality -> D token ids, and a
+second family, residual k-means (``method="rq"``, :class:`RQTokenizer`), with the same D x K budget.
 
 Per modality, an OPQ rotation ``A`` (d_out x d_in, orthonormal rows) is learned with faiss, the rotated vectors are
 cut into D sub-vectors and each is assigned to the nearest of K centroids of its sub-space (eq. 3):
@@ -17,6 +18,15 @@ Choices (all documented in :class:`PQTokenizer`):
   checked when read (checksum, shapes, id ranges) and rebuilt when they do not fit.
 * Speed: fewer OPQ iterations and a training sample (see ``benchmarks/bench_tokenizer.py`` for time and
   distortion against faiss's defaults).
+
+Residual k-means (the "semantic ID" tokenizers of TIGER / OneRec): D stages over the whole (PCA-reduced) vector;
+stage x clusters what the earlier stages left, ``t_x = argmin_j || r_x - c_{x,j} ||`` with ``r_1 = P f`` and
+``r_{x+1} = r_x - c_{x,t_x}``, so token x refines tokens 1..x-1 instead of describing a separate sub-space.
+
+``TOKENIZER_METHODS`` maps a method name (``RunConfig.tokenizer["method"]``, default ``"opq"``) to its class; both have
+``params()``, ``state()`` ({"rotation", "centroids"} arrays), ``set_state``, ``fit``, ``encode``, ``decode`` and
+``distortion``, share the content-addressed cache and the diagnostics below; :func:`tokenizer_state` /
+:func:`tokenizer_from_state` save and restore either as plain arrays.
 """
 from __future__ import annotations
 
@@ -24,6 +34,7 @@ import contextlib
 import os
 import warnings
 from dataclasses import asdict, dataclass, field
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -68,8 +79,80 @@ faiss = _LazyFaiss()
 TOKENIZER_VERSION = 3  # bump when the algorithm changes: invalidates every cache entry
 
 
+class _Codebook:
+    """What the two tokenizer families share: a projection ``rotation`` (d_out, d_in) and ``centroids`` (D, K, .)
+    learned by ``fit``; parameters, state, projection and distortion."""
+
+    rotation: np.ndarray | None
+    centroids: np.ndarray | None
+
+    def params(self) -> dict:
+        """The constructor's parameters (what the cache key and a saved tokenizer record)."""
+        p = asdict(self)
+        p.pop("rotation"), p.pop("centroids")
+        return p
+
+    @property
+    def fitted(self) -> bool:
+        return self.centroids is not None
+
+    @property
+    def k(self) -> int:
+        """Effective number of centroids per position (after capping by the data)."""
+        return int(self.centroids.shape[1]) if self.fitted else self.n_centroids
+
+    def rotate(self, x: np.ndarray) -> np.ndarray:
+        """Rotated (and reduced) vectors ``A f``, shape (n, d_out)."""
+        self._check(x)
+        return _as_f32(x) @ self.rotation.T
+
+    def distortion(self, x: np.ndarray) -> float:
+        """Mean squared reconstruction error relative to the total feature variance (0 = perfect)."""
+        x = _as_f32(x)
+        err = ((x - self.decode(self.encode(x))) ** 2).sum(1).mean()
+        return float(err / max(x.var(0).sum(), 1e-12))
+
+    def state(self) -> dict[str, np.ndarray]:
+        """The fitted arrays: ``rotation`` (d_out, d_in) and ``centroids`` (D, K, d_out / D for OPQ, d_out for RQ);
+        with ``method`` and :meth:`params` they are the whole tokenizer."""
+        return {"rotation": self.rotation, "centroids": self.centroids}
+
+    def set_state(self, arrays) -> "_Codebook":
+        """Load the arrays of :meth:`state` (e.g. from the cache); returns ``self``."""
+        self.rotation, self.centroids = np.asarray(arrays["rotation"]), np.asarray(arrays["centroids"])
+        return self
+
+    @classmethod
+    def from_state(cls, arrays: dict[str, np.ndarray]):
+        """A fitted tokenizer from :meth:`state`'s arrays (no fitting): it encodes exactly as the saved one."""
+        problem = (array_problem(arrays, "centroids", (None, None, None), "f")
+                   or array_problem(arrays, "rotation", (None, None), "f"))
+        if problem is None:
+            D, K, ds = arrays["centroids"].shape
+            rows = cls._rotation_rows(D, ds)
+            if arrays["rotation"].shape[0] != rows:
+                problem = (f"entry 'rotation' has {arrays['rotation'].shape[0]} output rows, expected {rows} for "
+                           f"{cls.method} centroids of shape {arrays['centroids'].shape}")
+        if problem is not None:
+            raise ValueError(problem)
+        D, K, _ = arrays["centroids"].shape
+        return cls(n_tokens=int(D), n_centroids=int(K), rotation=_as_f32(arrays["rotation"]),
+                   centroids=_as_f32(arrays["centroids"]))
+
+    @staticmethod
+    def _rotation_rows(n_tokens: int, centroid_dim: int) -> int:
+        """Output dimensions of the projection for centroids of width ``centroid_dim``."""
+        raise NotImplementedError
+
+    def _check(self, x: np.ndarray) -> None:
+        if not self.fitted:
+            raise RuntimeError("tokenizer is not fitted: call fit(features) first")
+        if x.ndim != 2 or x.shape[1] != self.rotation.shape[1]:
+            raise ValueError(f"expected features of shape (n, {self.rotation.shape[1]}), got {x.shape}")
+
+
 @dataclass
-class PQTokenizer:
+class PQTokenizer(_Codebook):
     """OPQ + PQ for one modality. ``fit`` then ``encode`` (any rows, including unseen items).
 
     Parameters: ``n_tokens`` D (sub-spaces), ``n_centroids`` K (power of two, <= 256), ``opq`` (learn a rotation;
@@ -97,20 +180,7 @@ class PQTokenizer:
     subspace_seeds: bool = False
     rotation: np.ndarray | None = field(default=None, repr=False)  # (d_out, d_in)
     centroids: np.ndarray | None = field(default=None, repr=False)  # (D, K, d_out / D)
-
-    def params(self) -> dict:
-        p = asdict(self)
-        p.pop("rotation"), p.pop("centroids")
-        return p
-
-    @property
-    def fitted(self) -> bool:
-        return self.centroids is not None
-
-    @property
-    def k(self) -> int:
-        """Effective number of centroids per sub-space (after capping by the data)."""
-        return int(self.centroids.shape[1]) if self.fitted else self.n_centroids
+    method: ClassVar[str] = "opq"  # the name in TOKENIZER_METHODS, RunConfig.tokenizer["method"] and a saved state
 
     def fit(self, x: np.ndarray) -> "PQTokenizer":
         """Learn the rotation and codebooks from ``x`` (n, d). Runs on one thread (see :func:`one_thread`)."""
@@ -149,11 +219,6 @@ class PQTokenizer:
         self.centroids = faiss.vector_to_array(pq.centroids).reshape(self.n_tokens, 1 << nbits, d_out // self.n_tokens)
         return self
 
-    def rotate(self, x: np.ndarray) -> np.ndarray:
-        """Rotated (and reduced) vectors ``A f``, shape (n, d_out)."""
-        self._check(x)
-        return _as_f32(x) @ self.rotation.T
-
     def encode(self, x: np.ndarray, batch: int = 8192) -> np.ndarray:
         """Token ids (n, D) int64: nearest centroid per rotated sub-vector (eq. 3). Works for unseen items."""
         with one_thread():
@@ -170,44 +235,102 @@ class PQTokenizer:
             out[s:s + batch] = dist.argmin(-1)
         return out
 
+    @staticmethod
+    def _rotation_rows(n_tokens: int, centroid_dim: int) -> int:
+        return n_tokens * centroid_dim  # D sub-spaces side by side
+
     def decode(self, token_ids: np.ndarray) -> np.ndarray:
         """Approximate features from token ids, in the original space (n, d_in)."""
         D = self.centroids.shape[0]
         xr = np.concatenate([self.centroids[p][token_ids[:, p]] for p in range(D)], axis=1)
         return xr @ self.rotation
 
-    def distortion(self, x: np.ndarray) -> float:
-        """Mean squared reconstruction error relative to the total feature variance (0 = perfect)."""
-        x = _as_f32(x)
-        err = ((x - self.decode(self.encode(x))) ** 2).sum(1).mean()
-        return float(err / max(x.var(0).sum(), 1e-12))
 
-    method = "opq"  # name of this tokenizer family in a saved state (:func:`tokenizer_state`)
 
-    def state(self) -> dict[str, np.ndarray]:
-        return {"rotation": self.rotation, "centroids": self.centroids}
+@dataclass
+class RQTokenizer(_Codebook):
+    """Residual k-means for one modality: D stages of K centroids over the whole vector. ``fit`` then ``encode``.
 
-    @classmethod
-    def from_state(cls, arrays: dict[str, np.ndarray]) -> "PQTokenizer":
-        """A fitted tokenizer from :meth:`state`'s arrays (no fitting): it encodes exactly as the saved one."""
-        problem = (array_problem(arrays, "centroids", (None, None, None), "f")
-                   or array_problem(arrays, "rotation", (None, None), "f"))
-        if problem is None:
-            D, K, ds = arrays["centroids"].shape
-            if arrays["rotation"].shape[0] != D * ds:
-                problem = (f"entry 'rotation' has {arrays['rotation'].shape[0]} output rows, expected D * d_sub = "
-                           f"{D * ds} for centroids of shape {arrays['centroids'].shape}")
-        if problem is not None:
-            raise ValueError(problem)
-        D, K, _ = arrays["centroids"].shape
-        return cls(n_tokens=int(D), n_centroids=int(K), rotation=_as_f32(arrays["rotation"]),
-                   centroids=_as_f32(arrays["centroids"]))
+    Parameters: ``n_tokens`` D (stages), ``n_centroids`` K (power of two, <= 256; capped by the data as for OPQ),
+    ``niter`` (k-means iterations per stage), ``max_train`` (training sample size), ``max_dim`` (features wider
+    than this are projected on their top ``max_dim`` principal axes first; narrower ones are used as they are,
+    ``rotation`` = identity), ``seed`` (the sample and stage x's k-means use ``seed`` and ``seed + x``).
+    State: ``rotation`` (d_out, d_in) orthonormal rows and ``centroids`` (D, K, d_out), stage by stage.
+    """
 
-    def _check(self, x: np.ndarray) -> None:
-        if not self.fitted:
-            raise RuntimeError("tokenizer is not fitted: call fit(features) first")
-        if x.ndim != 2 or x.shape[1] != self.rotation.shape[1]:
-            raise ValueError(f"expected features of shape (n, {self.rotation.shape[1]}), got {x.shape}")
+    n_tokens: int = N_TOKENS
+    n_centroids: int = N_CENTROIDS
+    niter: int = 25
+    max_train: int = 16_384
+    max_dim: int = 512
+    seed: int = 0
+    rotation: np.ndarray | None = field(default=None, repr=False)  # (d_out, d_in)
+    centroids: np.ndarray | None = field(default=None, repr=False)  # (D, K, d_out)
+    method: ClassVar[str] = "rq"
+
+    @staticmethod
+    def _rotation_rows(n_tokens: int, centroid_dim: int) -> int:
+        return centroid_dim  # every stage spans the whole projected vector
+
+    def fit(self, x: np.ndarray) -> "RQTokenizer":
+        """Learn the projection and the D stages' centroids from ``x`` (n, d), on one thread."""
+        with one_thread():
+            x = _as_f32(x)
+            check_params(self)
+            check_fit_input(x, self.n_tokens, self.n_centroids)
+            n, d = x.shape
+            k = 1 << int(min(np.log2(self.n_centroids), np.floor(np.log2(n))))
+            rng = np.random.default_rng(self.seed)
+            sample = x[np.sort(rng.choice(n, self.max_train, replace=False))] if n > self.max_train else x
+            d_out = min(d, self.max_dim)
+            self.rotation = (np.eye(d, dtype=np.float32) if d_out == d
+                             else _balanced_pca(sample, d_out, 1, self.seed))  # 1 "sub-space": plain PCA order
+            residual = np.ascontiguousarray(sample @ self.rotation.T)
+            stages = []
+            for stage in range(self.n_tokens):
+                km = faiss.Kmeans(d_out, k, niter=self.niter, seed=self.seed + stage, min_points_per_centroid=1,
+                                  max_points_per_centroid=1 << 30)
+                km.train(residual)
+                c = np.ascontiguousarray(km.centroids, dtype=np.float32)
+                stages.append(c)
+                residual = residual - c[_nearest(residual, c)]
+            self.centroids = np.stack(stages)
+            return self
+
+    def encode(self, x: np.ndarray, batch: int = 8192) -> np.ndarray:
+        """Token ids (n, D) int64: stage by stage, the nearest centroid to what the earlier stages left."""
+        self._check(x)
+        with one_thread():
+            out = np.empty((len(x), self.centroids.shape[0]), dtype=np.int64)
+            for s in range(0, len(x), batch):
+                residual = self.rotate(x[s:s + batch])
+                for stage, c in enumerate(self.centroids):
+                    out[s:s + batch, stage] = ids = _nearest(residual, c)
+                    residual = residual - c[ids]
+            return out
+
+    def decode(self, token_ids: np.ndarray) -> np.ndarray:
+        """Approximate features from token ids (the sum of each stage's centroid), in the original space."""
+        xr = sum(self.centroids[stage][token_ids[:, stage]] for stage in range(self.centroids.shape[0]))
+        return xr @ self.rotation
+
+
+def _nearest(x: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """(n,) index of the nearest row of ``centroids`` (K, d) to each row of ``x`` (n, d), squared L2."""
+    dist = (centroids ** 2).sum(1)[None] - 2.0 * (x @ centroids.T)  # ||x||^2 is constant per row
+    return dist.argmin(1)
+
+
+TOKENIZER_METHODS: dict[str, type] = {"opq": PQTokenizer, "rq": RQTokenizer}  # method name -> tokenizer class
+
+
+def tokenizer_class(method: str) -> type:
+    """The tokenizer class of ``method`` (``"opq"`` or ``"rq"``); a ValueError naming the choices otherwise."""
+    try:
+        return TOKENIZER_METHODS[method]
+    except (KeyError, TypeError):
+        raise ValueError(f"tokenizer method {method!r} is unknown: use one of {sorted(TOKENIZER_METHODS)} "
+                         "(RunConfig.tokenizer['method'])") from None
 
 
 @contextlib.contextmanager
@@ -254,7 +377,7 @@ def _as_f32(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
-def check_params(tok: "PQTokenizer") -> None:
+def check_params(tok: "PQTokenizer | RQTokenizer") -> None:
     """Raise a ValueError naming the parameter when a tokenizer setting is of the wrong type or out of range
     (faiss would otherwise divide by zero or read past a buffer)."""
     def integer(name: str, low: int) -> None:
@@ -263,11 +386,14 @@ def check_params(tok: "PQTokenizer") -> None:
             raise ValueError(f"tokenizer parameter {name}={v!r}: an integer >= {low}")
 
     integer("n_tokens", 1)
-    integer("max_dim", tok.n_tokens if isinstance(tok.n_tokens, (int, np.integer)) else 1)
+    integer("max_dim", tok.n_tokens if isinstance(tok.n_tokens, (int, np.integer)) and tok.method == "opq" else 1)
     integer("max_train", 2)
+    integer("seed", 0)
+    if tok.method == "rq":
+        integer("niter", 1)
+        return
     for name in ("opq_iter", "opq_pq_iter", "opq_pq_iter0", "pq_iter"):
         integer(name, 1)
-    integer("seed", 0)
     for name in ("opq", "subspace_seeds"):
         if not isinstance(getattr(tok, name), (bool, np.bool_)):
             raise ValueError(f"tokenizer parameter {name}={getattr(tok, name)!r}: True or False")
@@ -335,7 +461,8 @@ def _degenerate_warning(x: np.ndarray, name: str, n_centroids: int) -> None:
                       stacklevel=3)
 
 
-def _token_cache_problem(arrays: dict, n: int, d: int, n_tokens: int, n_centroids: int) -> str | None:
+def _token_cache_problem(arrays: dict, n: int, d: int, n_tokens: int, n_centroids: int,
+                         method: str = "opq") -> str | None:
     """What makes a token cache entry unusable for (n, d) features (None: it fits)."""
     c = arrays.get("centroids")
     problem = array_problem(arrays, "centroids", (n_tokens, None, None), "f")
@@ -343,7 +470,7 @@ def _token_cache_problem(arrays: dict, n: int, d: int, n_tokens: int, n_centroid
         k, ds = c.shape[1], c.shape[2]
         if k < 2 or k & (k - 1) or k > n_centroids:
             return f"entry 'centroids' has {k} centroids per sub-space, expected a power of two <= {n_centroids}"
-        problem = (array_problem(arrays, "rotation", (n_tokens * ds, d), "f")
+        problem = (array_problem(arrays, "rotation", (n_tokens * ds if method == "opq" else ds, d), "f")
                    or array_problem(arrays, "token_ids", (n, n_tokens), "iu", 0, k))
     return problem
 
@@ -372,16 +499,19 @@ def _subspace_kmeans(rotated: np.ndarray, n_sub: int, k: int, niter: int, seed: 
 # ----------------------------------------------------------------------------------------------- dataset level
 
 
-def fit_tokenizer(features: np.ndarray, use_cache: bool = True, **params) -> PQTokenizer:
-    """Fit (or load from the content-addressed cache) a tokenizer for one feature matrix."""
-    tok = PQTokenizer(**params)
-    key = content_key("pq-tokenizer", TOKENIZER_VERSION, faiss.__version__, tok.params(), _as_f32(features))
+def fit_tokenizer(features: np.ndarray, use_cache: bool = True, method: str = "opq",
+                  **params) -> "PQTokenizer | RQTokenizer":
+    """Fit (or load from the content-addressed cache) a tokenizer of ``method`` (:data:`TOKENIZER_METHODS`) for one
+    feature matrix; ``params`` are its class's parameters."""
+    tok = tokenizer_class(method)(**params)
+    prefix = "pq-tokenizer" if method == "opq" else f"{method}-tokenizer"  # OPQ's keys as before
+    key = content_key(prefix, TOKENIZER_VERSION, faiss.__version__, tok.params(), _as_f32(features))
     path = cache_dir() / "tokens" / f"{key}.npz"
     if use_cache:
         hit = load_npz(path, check=lambda a: _token_cache_problem(a, *np.shape(features), tok.n_tokens,
-                                                                  tok.n_centroids))
+                                                                  tok.n_centroids, method))
         if hit is not None:
-            tok.rotation, tok.centroids = hit["rotation"], hit["centroids"]
+            tok.set_state(hit)
             tok.cached_token_ids = hit["token_ids"]  # type: ignore[attr-defined]
             tok.cache_path = path  # type: ignore[attr-defined]
             return tok
@@ -393,9 +523,10 @@ def fit_tokenizer(features: np.ndarray, use_cache: bool = True, **params) -> PQT
 
 
 def fit_tokenizers(dataset, n_tokens: int = N_TOKENS, modalities=None, use_cache: bool = True, items=None,
-                   **params) -> dict[str, PQTokenizer]:
+                   **params) -> dict[str, "PQTokenizer | RQTokenizer"]:
     """One fitted tokenizer per modality of ``dataset`` (no interactions are used). ``items``: indices of the items
-    whose features it is fitted on (None: all items; a cold-start split passes its training items)."""
+    whose features it is fitted on (None: all items; a cold-start split passes its training items). ``params``:
+    ``method`` (default ``"opq"``) and that tokenizer's parameters."""
     if isinstance(modalities, str):
         raise ValueError(f"modalities must be a list of modality names, e.g. [{modalities!r}], got the string "
                          f"{modalities!r}")
@@ -441,9 +572,6 @@ def encode_items(dataset, tokenizers: dict, disambiguate: bool = False, use_cach
         if disambiguate:
             out[m] = disambiguate_codes(out[m], tok.k)
     return out
-
-
-TOKENIZER_METHODS = {PQTokenizer.method: PQTokenizer}  # saved method name -> class with state() and from_state()
 
 
 def tokenizer_state(tok) -> dict[str, np.ndarray]:
@@ -595,3 +723,21 @@ def compare_collisions(dataset, n_tokens: int = 4, **params) -> pd.DataFrame:
     dist = {m: t.distortion(dataset.features[m]) for m, t in toks.items()}
     out["distortion"] = [dist.get(m, np.nan) for m in out.index.get_level_values("modality")]
     return out
+
+
+def compare_tokenizers(dataset, n_tokens: int = 4, methods=("opq", "rq"), **params) -> pd.DataFrame:
+    """The tokenizer families side by side at one D x K budget: :func:`token_summary` of each ``method``'s codes
+    (index (method, modality)) plus the mean entropy of a position's ids (bits, :func:`token_stats`) and each
+    modality's distortion (the "all" rows: NaN). ``params``: shared parameters (``n_centroids``, ``seed``, ...)."""
+    frames, k = {}, params.get("n_centroids", N_CENTROIDS)
+    for method in methods:
+        toks = fit_tokenizers(dataset, n_tokens=n_tokens, method=method, **params)
+        ids = tokenize(dataset, n_tokens, method=method, **params)
+        table = token_summary(ids, k)
+        entropy = token_stats(ids, k).groupby("modality").entropy_bits.mean()
+        table["entropy_bits_mean"] = [entropy.get(m, np.nan) for m in table.index]
+        table["distortion"] = [toks[m].distortion(dataset.features[m]) if m in toks else np.nan
+                               for m in table.index]
+        frames[method] = table
+    return pd.concat(frames, names=["method"])
+

@@ -17,7 +17,7 @@ TOKENIZE = """
 import sys, numpy as np, motor
 from motor.experiment import get_dataset
 ds = get_dataset(sys.argv[1])
-t = motor.tokenize(ds, 4, use_cache=False)
+t = motor.tokenize(ds, 4, use_cache=False, method=sys.argv[3])
 np.savez(sys.argv[2], **t)
 """
 
@@ -38,11 +38,11 @@ def _child(code: str, args: list[str], threads: int, cache) -> str:
     return out.stdout
 
 
-def _tokens_equal_across_threads(dataset: str, tmp_path) -> None:
+def _tokens_equal_across_threads(dataset: str, tmp_path, method: str = "opq") -> None:
     files = []
     for threads in (1, 2):
         f = tmp_path / f"tokens{threads}.npz"
-        _child(TOKENIZE, [dataset, str(f)], threads, tmp_path / f"cache{threads}")
+        _child(TOKENIZE, [dataset, str(f), method], threads, tmp_path / f"cache{threads}")
         files.append(np.load(f))
     a, b = files
     assert set(a.files) == set(b.files) and a.files
@@ -50,13 +50,15 @@ def _tokens_equal_across_threads(dataset: str, tmp_path) -> None:
         np.testing.assert_array_equal(a[m], b[m], err_msg=f"{m} token ids differ between 1 and 2 threads")
 
 
-def test_synthetic_tokens_do_not_depend_on_threads(tmp_path):
-    _tokens_equal_across_threads("synthetic", tmp_path)
+@pytest.mark.parametrize("method", ["opq", "rq"])
+def test_synthetic_tokens_do_not_depend_on_threads(tmp_path, method):
+    _tokens_equal_across_threads("synthetic", tmp_path, method)
 
 
 @real("scientific")
-def test_scientific_tokens_do_not_depend_on_threads(tmp_path):
-    _tokens_equal_across_threads("scientific", tmp_path)
+@pytest.mark.parametrize("method", ["opq", "rq"])
+def test_scientific_tokens_do_not_depend_on_threads(tmp_path, method):
+    _tokens_equal_across_threads("scientific", tmp_path, method)
 
 
 @pytest.mark.parametrize("dataset", ["synthetic", pytest.param("scientific", marks=real("scientific"))])
