@@ -95,18 +95,25 @@ def item_vectors(dataset: str, backbone: str, seed: int, reprs: dict[str, str] |
     return out
 
 
-def distortion_table(ds, budgets) -> pd.DataFrame:
+def distortion_table(ds, budgets, method: str = "opq") -> pd.DataFrame:
     """Per D in ``budgets`` and modality: K, relative distortion (reconstruction MSE / feature variance) and the
     share of items whose full code is shared with another item (per modality and over all modalities,
-    :func:`motor.tokenizer.collision_share`)."""
+    :func:`motor.tokenizer.collision_share`), for the tokenizer family ``method`` ("opq" or "rq")."""
     rows = []
     for d in budgets:
-        toks = fit_tokenizers(ds, n_tokens=d)
+        toks = fit_tokenizers(ds, n_tokens=d, method=method)
         col = collision_share({m: t.encode(ds.features[m]) for m, t in toks.items()})
         for m, t in toks.items():
             rows.append({"D": d, "modality": m, "K": t.k, "distortion": t.distortion(ds.features[m]),
                          "collision_share": col[m], "collision_share_all_modalities": col["all"]})
     return pd.DataFrame(rows).set_index(["D", "modality"])
+
+
+def tokenizer_families(ds, budgets, methods=("opq", "rq")) -> pd.DataFrame:
+    """:func:`distortion_table` of each tokenizer family in ``methods``, side by side: columns (measure,
+    method), index (D, modality)."""
+    return pd.concat({m: distortion_table(ds, budgets, m) for m in methods}, axis=1, names=["method"]) \
+        .swaplevel(axis=1).sort_index(axis=1, level=0, sort_remaining=False)
 
 
 def popularity_buckets(item_popularity: np.ndarray) -> tuple[np.ndarray, list[str]]:

@@ -15,8 +15,10 @@ Search space: ``{name: [values]}``, searched as the full product. A name is a :c
 backbone (its ``hparams``). ``space=None`` is the backbone's ``SEARCH_SPACE`` (MMRec's grid, written in each
 backbone file) plus ``n_tokens`` in {2, 4, 8, 16} for token representations; ``space="small"`` is two values of
 the backbone's first searched hyper-parameter, its default and the next grid value (a smoke test). Token-only
-names (``n_tokens``, ``n_centroids``, ``tcn.*``, ``tokenizer.*``) are dropped for ``item_repr="id"``. A value equal
-to the backbone's default is left out of ``hparams``, so a point at the defaults is the default run (same run id).
+names (``n_tokens``, ``n_centroids``, ``tcn.*``, ``tokenizer.*``) are dropped for ``item_repr="id"``. The tokenizer
+family is one such name: ``{"tokenizer.method": ["opq", "rq"]}`` lets the search pick OPQ or residual k-means. A
+value equal to the backbone's default is left out of ``hparams``, so a point at the defaults is the default run
+(same run id; likewise ``tokenizer.method="opq"``).
 
 Budget: ``"grid"`` (every point), an int n (n points drawn from the grid with ``sample_seed``: a re-launch draws
 the same ones), or ``"asha"`` (every point, Ray's ASHA scheduler stopping bad trials early on the per-epoch valid
