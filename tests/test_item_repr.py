@@ -559,3 +559,20 @@ def test_gated_run_scores_new_items_as_token_only_items():
     tokens, _ = rep.parts(torch.as_tensor(items))  # a new copy of an item: its token vector, no ID part
     np.testing.assert_allclose(vecs, tokens.numpy(), atol=1e-5)
     assert motor.score_new_items(res, feats, users=[0, 1]).shape == (2, 2)
+
+
+def test_hybrid_options_are_searchable_by_tune():
+    from motor.experiment import ConfigError, RunConfig
+    from motor.tune import plan
+
+    trials = plan("synthetic", "bpr", ["ms+gate", "ms+id"], {"tcn.id_scale": [3.0, 10.0], "n_tokens": [2]}, epochs=1)
+    assert [(t.item_repr, t.config.tcn) for t in trials] == [
+        ("ms+gate", {"id_scale": 3.0}), ("ms+gate", {"id_scale": 10.0}),
+        ("ms+id", {"id_scale": 3.0}), ("ms+id", {"id_scale": 10.0})]
+    for t in trials:
+        t.config.validate()
+    RunConfig(item_repr="ms+gate", tcn={"gate_center": 5.0, "gate_slope": 1.0, "learn_gate": False}).validate()
+    with pytest.raises(ConfigError, match="unknown key.*item_popularity"):  # data, not a hyper-parameter
+        RunConfig(item_repr="ms+gate", tcn={"item_popularity": [1, 2]}).validate()
+    with pytest.raises(ConfigError, match="unknown key.*gate_center"):
+        RunConfig(item_repr="ms+id", tcn={"gate_center": 5.0}).validate()
