@@ -10,7 +10,8 @@ A backbone asks its item representation for item vectors: ``item_repr()`` -> (n_
 * ``"ma"`` :class:`ModalAgnostic` — one Token Cross Network over the tokens of every modality (eq. 10).
 * ``"mean"`` :class:`MeanOfTokens`, ``"linear"`` :class:`LinearOfTokens` — the paper's ablations without a cross
   network (Table 4).
-* ``"ms+id"`` :class:`TokensPlusID` — ``"ms"`` plus a per-item ID row with its own L2 weight and dropout.
+* ``"ms+id"`` :class:`TokensPlusID` — ``"ms"`` plus a per-item ID row with its own step size, L2 weight and
+  dropout.
 * ``"ms+gate"`` :class:`PopularityGated` — ``"ms"`` plus a per-item ID row scaled by a learned monotone gate of the
   item's train interaction count, exactly 0 for items without any (they stay token-only).
 
