@@ -23,7 +23,8 @@ DATASETS = ("scientific", "ml100k")
 PARAMETERS = {"03_compare": {"train_missing": False}}  # 03 tabulates the registry; it trains nothing
 PER_DATASET = {
     ("ml100k", "05_ablation"): {"seeds": [0]},  # one seed: ml100k's ablation runs are slow
-    ("ml100k", "04_popularity_cold_start"): {"item_reprs": ["id", "ms"]},  # the hybrid on scientific only (CPU)
+    ("ml100k", "04_popularity_cold_start"): {"item_reprs": ["id", "ms"]},  # the hybrids on scientific only (CPU)
+    ("scientific", "04_popularity_cold_start"): {"item_reprs": ["id", "ms", "ms+id", "ms+gate"]},
     # ml100k is dense (106 interactions per user): thinned further
     ("ml100k", "08_sparsity"): {"backbones": ["lightgcn", "bpr", "vbpr", "freedom"], "keeps": [1.0, 0.2, 0.1, 0.05]},
     # the paper's protocol (motor.tune: MMRec grid x D, ASHA, selection on valid) for the backbones searched so far
