@@ -87,25 +87,8 @@ def _dot(a, b) -> float:
 def _sum_sq(tab, index) -> float:
     """Sum of the squares of the rows ``tab[index]``: per row eight float32 partial sums, rows summed in float64."""
     total = 0.0
-    d = tab.shape[1]
     for r in range(index.shape[0]):
-        row = tab[index[r]]
-        s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = np.float32(0.0)
-        k = 0
-        while k + 8 <= d:
-            s0 += row[k] * row[k]
-            s1 += row[k + 1] * row[k + 1]
-            s2 += row[k + 2] * row[k + 2]
-            s3 += row[k + 3] * row[k + 3]
-            s4 += row[k + 4] * row[k + 4]
-            s5 += row[k + 5] * row[k + 5]
-            s6 += row[k + 6] * row[k + 6]
-            s7 += row[k + 7] * row[k + 7]
-            k += 8
-        while k < d:
-            s0 += row[k] * row[k]
-            k += 1
-        total += float(((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7)))
+        total += _dot(tab[index[r]], tab[index[r]])
     return total
 
 
