@@ -223,13 +223,19 @@ def test_committed_cold_runs_keep_their_ids_and_read_as_transductive():
     """Runs saved before strict cold start were fitted on all items: their ids and meaning are unchanged, and
     their variant says so (so tables never average them with strict runs)."""
     folders = sorted((REPO / "reports" / "runs").glob("*-cold_item-*"))
-    if not folders:
-        pytest.skip("no committed cold_item runs")
-    for folder in folders[:5]:
-        saved_cfg = json.loads((folder / "config.json").read_text())
+    saved = [(f, json.loads((f / "config.json").read_text())) for f in folders]
+    before = [(f, c) for f, c in saved if "tokenizer_items" not in c]  # saved before the option existed
+    after = [(f, c) for f, c in saved if "tokenizer_items" in c]
+    if not before:
+        pytest.skip("no committed cold_item runs saved before strict cold start")
+    for folder, saved_cfg in before[:5]:
         cfg = config_from_dict(saved_cfg)
         assert cfg.tokenizer_items == "all" and cfg.run_id() == folder.name
         assert "tokenizer_items=all" in runs.variant_of(saved_cfg)
+    for folder, saved_cfg in after[:5]:  # strict runs made since: the default, no variant
+        cfg = config_from_dict(saved_cfg)
+        assert cfg.run_id() == folder.name
+        assert (cfg.tokenizer_items == "train") == ("tokenizer_items=all" not in runs.variant_of(saved_cfg))
     strict = RunConfig(dataset="ml100k", split="cold_item", item_repr="ms")
     assert strict.run_id() != RunConfig(**{**strict.__dict__, "tokenizer_items": "all"}).run_id()
     assert runs.variant_of({"split": "cold_item", "tokenizer_items": "train"}) == ""
