@@ -171,13 +171,12 @@ def _ranks_of_rows(scores: np.ndarray, users: np.ndarray, held: sp.csr_matrix, m
     held, mask = held.tocsr(), mask.tocsr()
     held.sort_indices()
     mask.sort_indices()
-    nnz = held.nnz
-    above, tied, first = (np.empty(nnz, np.int64) for _ in range(3))
+    held_ptr, held_idx = held.indptr.astype(np.int64), held.indices.astype(np.int64)
+    above, tied, first = (np.empty(held.nnz, np.int64) for _ in range(3))
     top_scores = np.empty((len(users), k + 1), dtype=scores.dtype)
-    kernels.held_ranks(scores, k, mask.indptr.astype(np.int64), mask.indices.astype(np.int64),
-                       held.indptr.astype(np.int64), held.indices.astype(np.int64), top_scores, above, tied, first)
-    return HeldRanks(np.asarray(users, np.int64), held.indptr.astype(np.int64), held.indices.astype(np.int64),
-                     above, tied, first, top_scores)
+    kernels.held_ranks(scores, k, mask.indptr.astype(np.int64), mask.indices.astype(np.int64), held_ptr, held_idx,
+                       top_scores, above, tied, first)
+    return HeldRanks(np.asarray(users, np.int64), held_ptr, held_idx, above, tied, first, top_scores)
 
 
 def _concat_ranks(parts: list[HeldRanks], k: int) -> HeldRanks:
@@ -386,8 +385,6 @@ def evaluate_cold_candidates(model, dataset, split: str = "test", ks=DEFAULT_KS,
     t0 = time.perf_counter()
     held = dataset.split(split)
     cand = np.asarray(cold_candidates(dataset, split) if candidates is None else candidates, dtype=np.int64)
-    is_cand = np.zeros(dataset.n_items, dtype=bool)
-    is_cand[cand] = True
     users = np.flatnonzero(np.diff(held[:, cand].tocsr().indptr) > 0) if len(cand) else np.zeros(0, np.int64)
     if len(users):
         with model.evaluating():
