@@ -252,7 +252,7 @@ def _write_run(folder: Path, result, weights: bytes | None,
     if weights is not None:
         atomic_write_bytes(folder / WEIGHTS_FILE, weights)
     else:  # weights of an earlier run of this id would not match the metrics written below
-        (folder / "model_state.npz").unlink(missing_ok=True)
+        (folder / WEIGHTS_FILE).unlink(missing_ok=True)
     if tokenizer_state is not None:
         arrays = {f"{m}/{k}": np.asarray(v) for m, state in tokenizer_state.items() for k, v in state.items()}
         buf = io.BytesIO()
